@@ -1,0 +1,99 @@
+"""Reading and writing checkpoints.
+
+Reads the published format (`{"state_dict": {"module.<key>": ...}, "prompt_num": 10}`) and this
+project's (`"model"` unwrapped, `"model_config"`, ...). Loading is always `weights_only=True`: a
+checkpoint is untrusted input. Writing is atomic: a temp file in the same folder, then a rename.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .models import ModelConfig, PromptIQA
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "best_model.pth.tar"
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        hint = f" Put the published best_model.pth.tar in {DEFAULT_CHECKPOINT.parent}/ or pass --checkpoint PATH."
+        raise UserError(f"--checkpoint {path}: file not found.{hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"--checkpoint {path}: not a loadable PyTorch checkpoint ({first_line})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"--checkpoint {path}: expected a dict with 'state_dict' or 'model', got {type(ckpt).__name__}")
+    return ckpt
+
+
+def model_state_dict(ckpt: dict, path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
+    """The network weights, without the `module.` prefix DistributedDataParallel adds."""
+    state = ckpt.get("model", ckpt.get("state_dict"))
+    if not isinstance(state, dict):
+        raise UserError(f"--checkpoint {path}: no 'state_dict' or 'model' entry (keys: {', '.join(map(str, ckpt))})")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(model: PromptIQA, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Strict load; a mismatch names what is missing/unexpected instead of torch's wall of keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        def some(keys: list[str]) -> str:
+            return f"{len(keys)} (e.g. {', '.join(keys[:4])})" if keys else "0"
+
+        raise UserError(
+            f"--checkpoint {path}: its weights do not fit --backbone {model.config.backbone} at "
+            f"--img-size {model.config.img_size}: missing {some(missing)}; unexpected {some(unexpected)}; "
+            f"wrong shape {some(wrong_shape)}. Pass the backbone and image size it was trained with."
+        )
+    model.load_state_dict(state)
+
+
+def load_model(
+    path: str | os.PathLike = DEFAULT_CHECKPOINT,
+    backbone: str | None = None,
+    img_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> PromptIQA:
+    """Build the network a checkpoint was saved from and load its weights, in eval mode.
+
+    The backbone and image size come from the checkpoint when it records them (this project's
+    checkpoints do); the published checkpoint does not, so the published defaults apply.
+    """
+    ckpt = read_checkpoint(path)
+    saved = ckpt.get("model_config") or {}
+    config = ModelConfig(
+        backbone=backbone or saved.get("backbone", ModelConfig.backbone),
+        img_size=img_size or saved.get("img_size", ModelConfig.img_size),
+    )
+    model = PromptIQA(config)
+    load_weights(model, model_state_dict(ckpt, path), path)
+    model.prompt_num = int(ckpt.get("prompt_num", 10))
+    return model.to(device).eval()
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temp file beside `path`, then rename: a crash never leaves a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

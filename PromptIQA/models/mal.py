@@ -1,0 +1,70 @@
+"""Multi-view attention learning (MAL), the feature fusion of PromptIQA (spec: model.md, section 2).
+
+Parameter names (`attention_module`, `qConv`, `c_q`, ...) are those of the published checkpoint.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpatialSelfAttention(nn.Module):
+    """SAGAN-style self-attention over the positions of one (B, C, H, W) map, with a residual."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.qConv = nn.Conv2d(dim, dim // 8, 1)
+        self.kConv = nn.Conv2d(dim, dim // 8, 1)
+        self.vConv = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.qConv(x).flatten(2).transpose(1, 2)  # (B, N, C/8)
+        k = self.kConv(x).flatten(2)  # (B, C/8, N)
+        v = self.vConv(x).flatten(2)  # (B, C, N)
+        attn = torch.softmax(torch.bmm(q, k), dim=-1)  # (B, N, N)
+        out = torch.bmm(v, attn.transpose(1, 2)).view_as(x)
+        return self.gamma * out + x
+
+
+class AttentionBlock(nn.Module):
+    """Single-head attention over the rows of (B, R, d), with the published output reshape."""
+
+    def __init__(self, dim: int, drop: float = 0.1):
+        super().__init__()
+        self.c_q = nn.Linear(dim, dim)
+        self.c_k = nn.Linear(dim, dim)
+        self.c_v = nn.Linear(dim, dim)
+        self.scale = dim**-0.5
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
+        attn = torch.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1)
+        # Quirk (model.md 2): (B, d, R) memory re-read as (B, R, d), not a transpose back.
+        y = (attn @ v).transpose(1, 2).reshape(x.shape)
+        return self.drop(y) + x
+
+
+class MAL(nn.Module):
+    """Fuses F maps (B, D, S, S) into one (B, D, S*S) by spatial, feature and channel attention."""
+
+    def __init__(self, in_dim: int, feature_num: int, feature_size: int):
+        super().__init__()
+        self.in_dim, self.feature_num = in_dim, feature_num
+        tokens = feature_size * feature_size
+        self.channel_attention = AttentionBlock(in_dim * feature_num)
+        self.feature_attention = AttentionBlock(tokens * feature_num)
+        self.attention_module = nn.ModuleList(SpatialSelfAttention(in_dim) for _ in range(feature_num))
+
+    def forward(self, maps: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        x = torch.stack([att(m) for att, m in zip(self.attention_module, maps)], dim=1)
+        b, f, d = x.shape[:3]
+        x = x.reshape(b, f * d, -1)  # (B, F*D, N), channel f*D + c
+        n = x.shape[-1]
+        # Quirk (model.md 2.3): the channel axis is regrouped as (D, F), F the faster index.
+        by_feature = self.feature_attention(x.reshape(b, d, f * n)).reshape(b, f * d, n)
+        by_channel = self.channel_attention(x.transpose(1, 2)).transpose(1, 2)
+        fused = (by_feature + by_channel) / 2
+        return fused.view(b, f, d, n).mean(dim=1)
