@@ -1,0 +1,76 @@
+"""Prompt files: the image-score pairs (ISPs) that express a requirement.
+
+JSON: `{"isp": [[image_path, score], ...], ...}` (other keys allowed), or CSV with columns
+`path,score`. Image paths are relative to the prompt file; scores must lie in [0, 1].
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    paths: tuple[str, ...]  # absolute image paths
+    scores: tuple[float, ...]
+
+    def reversed(self) -> "PromptSet":
+        """The opposite requirement: every score s becomes 1 - s (the published reversal test)."""
+        return PromptSet(self.paths, tuple(1.0 - s for s in self.scores))
+
+
+def _json_rows(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    rows = data.get("isp") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise UserError(f'{path}: expected an object with an "isp" list: {{"isp": [["img.png", 0.5], ...]}}')
+    return rows
+
+
+def _csv_rows(path: Path) -> list:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "score"} <= set(reader.fieldnames):
+            raise UserError(f"{path}: a prompt CSV needs the header 'path,score' (found: {reader.fieldnames})")
+        return [[row["path"], row["score"]] for row in reader]
+
+
+def read_prompt_file(path: str | os.PathLike) -> PromptSet:
+    """Read and check a prompt file; each problem names the file and the row (1-based)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--prompts {path}: file not found")
+    readers = {".json": _json_rows, ".csv": _csv_rows}
+    if path.suffix.lower() not in readers:
+        raise UserError(f"--prompts {path}: use a .json file ({{\"isp\": [[path, score], ...]}}) or a .csv (path,score)")
+    rows = readers[path.suffix.lower()](path)
+    if not rows:
+        raise UserError(f"{path}: no image-score pairs; give at least one")
+    paths, scores = [], []
+    for number, row in enumerate(rows, start=1):
+        if not (isinstance(row, (list, tuple)) and len(row) == 2 and isinstance(row[0], str)):
+            raise UserError(f"{path}: ISP row {number} is {row!r}; expected [image_path, score]")
+        try:
+            score = float(row[1])
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: ISP row {number} has score {row[1]!r}, not a number") from None
+        if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+            raise UserError(
+                f"{path}: ISP row {number} has score {row[1]!r}; scores must be in [0, 1] "
+                "(map your scale to [0, 1] first)"
+            )
+        image = (path.parent / row[0]).resolve()
+        if not image.is_file():
+            raise UserError(f"{path}: ISP row {number}: image {row[0]} not found (looked for {image})")
+        paths.append(str(image))
+        scores.append(score)
+    return PromptSet(tuple(paths), tuple(scores))

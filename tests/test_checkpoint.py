@@ -1,0 +1,64 @@
+"""Checkpoints: the published layout, this project's layout, atomic writes, clear refusals."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TINY
+from PromptIQA.checkpoint import load_model, read_checkpoint, save_checkpoint
+from PromptIQA.errors import UserError
+
+
+def test_published_layout_with_module_prefix_loads_strictly(tiny_model, tmp_path):
+    path = tmp_path / "published.pth.tar"
+    state = {"module." + k: v for k, v in tiny_model.state_dict().items()}
+    torch.save({"state_dict": state, "prompt_num": 10}, path)
+    model = load_model(path, backbone=TINY.backbone)
+    assert model.prompt_num == 10 and not model.training
+    for key, value in tiny_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_project_checkpoint_records_its_backbone(tiny_checkpoint):
+    model = load_model(tiny_checkpoint)
+    assert model.config == TINY and model.prompt_num == 4
+
+
+def test_wrong_backbone_lists_missing_and_unexpected(tiny_checkpoint):
+    with pytest.raises(UserError, match=r"missing \d+ \(e\.g\..*unexpected.*wrong shape") as err:
+        load_model(tiny_checkpoint, backbone="resnet18")
+    assert "--backbone resnet18" in str(err.value)
+
+
+def test_non_checkpoint_file_is_refused(tmp_path):
+    path = tmp_path / "junk.pth.tar"
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(UserError, match="not a loadable PyTorch checkpoint"):
+        read_checkpoint(path)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "code.pth.tar"
+    torch.save({"model": {}, "hook": print}, path)  # arbitrary objects need weights_only=False
+    with pytest.raises(UserError, match="not a loadable"):
+        read_checkpoint(path)
+
+
+def test_missing_checkpoint_says_where_to_put_it(tmp_path):
+    with pytest.raises(UserError, match="PromptIQA/checkpoints"):
+        read_checkpoint(tmp_path / "best_model.pth.tar")
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pth.tar"
+    save_checkpoint({"epoch": 1}, path)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth.tar"]
