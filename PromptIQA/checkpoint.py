@@ -18,18 +18,18 @@ from .models import ModelConfig, PromptIQA
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "best_model.pth.tar"
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def read_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> dict:
     path = Path(path)
     if not path.is_file():
-        hint = f" Put the published best_model.pth.tar in {DEFAULT_CHECKPOINT.parent}/ or pass --checkpoint PATH."
-        raise UserError(f"--checkpoint {path}: file not found.{hint}")
+        hint = f" Put the published best_model.pth.tar in {DEFAULT_CHECKPOINT.parent}/ or pass {flag} PATH."
+        raise UserError(f"{flag} {path}: file not found.{hint if flag == '--checkpoint' else ''}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a corrupt or foreign file can fail in many ways inside the unpickler
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"--checkpoint {path}: not a loadable PyTorch checkpoint ({first_line})") from None
+        raise UserError(f"{flag} {path}: not a loadable PyTorch checkpoint ({first_line})") from None
     if not isinstance(ckpt, dict):
-        raise UserError(f"--checkpoint {path}: expected a dict with 'state_dict' or 'model', got {type(ckpt).__name__}")
+        raise UserError(f"{flag} {path}: expected a dict with 'state_dict' or 'model', got {type(ckpt).__name__}")
     return ckpt
 
 
@@ -59,8 +59,9 @@ def load_weights(model: PromptIQA, state: dict[str, torch.Tensor], path: str | o
     model.load_state_dict(state)
 
 
-def load_model(
-    path: str | os.PathLike = DEFAULT_CHECKPOINT,
+def model_from_checkpoint(
+    ckpt: dict,
+    path: str | os.PathLike = "checkpoint",
     backbone: str | None = None,
     img_size: int | None = None,
     device: str | torch.device = "cpu",
@@ -70,7 +71,6 @@ def load_model(
     The backbone and image size come from the checkpoint when it records them (this project's
     checkpoints do); the published checkpoint does not, so the published defaults apply.
     """
-    ckpt = read_checkpoint(path)
     saved = ckpt.get("model_config") or {}
     config = ModelConfig(
         backbone=backbone or saved.get("backbone", ModelConfig.backbone),
@@ -80,6 +80,16 @@ def load_model(
     load_weights(model, model_state_dict(ckpt, path), path)
     model.prompt_num = int(ckpt.get("prompt_num", 10))
     return model.to(device).eval()
+
+
+def load_model(
+    path: str | os.PathLike = DEFAULT_CHECKPOINT,
+    backbone: str | None = None,
+    img_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> PromptIQA:
+    """Load a published or project checkpoint file as an eval-mode network (see model_from_checkpoint)."""
+    return model_from_checkpoint(read_checkpoint(path), path, backbone, img_size, device)
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:

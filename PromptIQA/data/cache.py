@@ -31,6 +31,12 @@ BAD_IMAGE_POLICIES = ("fail", "skip")
 _LISTED_BAD_IMAGES = 10
 
 
+def cache_root() -> Path:
+    """Where PromptIQA keeps built data: $PROMPTIQA_CACHE, else ~/.cache/promptiqa."""
+    cache = os.environ.get("PROMPTIQA_CACHE")
+    return Path(cache) if cache else Path.home() / ".cache" / "promptiqa"
+
+
 @dataclass(frozen=True)
 class BadImage:
     """An image that could not be decoded: its index in the store, its path and why."""

@@ -34,6 +34,8 @@ import numpy as np
 from skimage import data as skimage_data
 from skimage.metrics import structural_similarity
 
+from .cache import cache_root
+
 DEMO_VERSION = 1
 MANIFEST = "manifest.json"
 SIZE = 256
@@ -84,8 +86,7 @@ DISTORTIONS = (
 
 
 def default_demo_root() -> Path:
-    cache = os.environ.get("PROMPTIQA_CACHE")
-    return (Path(cache) if cache else Path.home() / ".cache" / "promptiqa") / "demo"
+    return cache_root() / "demo"
 
 
 def load_reference(name: str) -> np.ndarray:
