@@ -1,0 +1,15 @@
+"""PromptIQA: image quality assessment under a requirement given by a few image-score pairs.
+
+    from PromptIQA import load_model, Scorer
+    scorer = Scorer(load_model("PromptIQA/checkpoints/best_model.pth.tar"))
+    prompts = scorer.encode_prompts(["isp1.png", "isp2.png"], [0.1, 0.9])
+    scores = scorer.score_images(["query.png"], prompts)
+"""
+from .checkpoint import load_model, save_checkpoint
+from .data.prompts import PromptSet, read_prompt_file
+from .errors import UserError
+from .inference import Scorer
+from .models import ModelConfig, PromptIQA
+
+__all__ = ["ModelConfig", "PromptIQA", "PromptSet", "Scorer", "UserError", "load_model", "read_prompt_file",
+           "save_checkpoint"]
