@@ -1,10 +1,12 @@
 """Scorer: prompt sets encoded once and cached, batching does not change scores."""
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import write_image
 from PromptIQA.data import load_images
@@ -38,3 +40,13 @@ def test_batch_size_and_input_kind_do_not_change_scores(scorer, prompt_dir, tmp_
     scorer.batch_size = 5
     np.testing.assert_allclose(scorer.score_images(queries, prompts), by_two, atol=1e-6)
     np.testing.assert_allclose(scorer.score_images(load_images(queries), prompts), by_two, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_scores_match_cpu(tiny_model, prompt_dir):
+    prompt_set = read_prompt_file(prompt_dir / "prompts.json")
+    query = [str(prompt_dir / "query.jpg")]
+    on_cpu = Scorer(tiny_model.cpu())
+    expected = on_cpu.score_images(query, on_cpu.encode_prompt_set(prompt_set))
+    on_gpu = Scorer(copy.deepcopy(tiny_model).cuda())
+    np.testing.assert_allclose(on_gpu.score_images(query, on_gpu.encode_prompt_set(prompt_set)), expected, atol=1e-3)

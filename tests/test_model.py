@@ -7,11 +7,10 @@ import pytest
 import torch
 from einops import rearrange
 
-from conftest import ROOT
+from synthetic_checkpoint import OFFICIAL_KEYS
 from PromptIQA.models import MAL, AttentionBlock, ModelConfig, PromptIQA
 from PromptIQA.models.promptiqa import quality_cnn
 
-SPEC_KEYS = ROOT.parent / "shared" / "spec" / "official_keys.json"
 BACKBONES = ["vit_tiny_patch16_224", "resnet18"]
 
 
@@ -21,12 +20,11 @@ def model(request) -> PromptIQA:
     return PromptIQA(ModelConfig(backbone=request.param)).eval()
 
 
-@pytest.mark.skipif(not SPEC_KEYS.is_file(), reason="spec folder not beside the repository")
 def test_default_network_has_published_keys_in_order():
     with torch.device("meta"):
         model = PromptIQA()
     ours = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()]
-    assert ours == json.loads(SPEC_KEYS.read_text())
+    assert ours == json.loads(OFFICIAL_KEYS.read_text())
     assert sum(p.numel() for p in model.parameters()) == 318_159_200
 
 

@@ -72,7 +72,7 @@ def test_reverse_prompts_scores_against_one_minus_score(base, prompt_dir, capsys
 
 def test_no_arguments_prints_usage_and_example(capsys):
     code, _, err = run([], capsys)
-    assert code == 2 and "usage:" in err and "example:" in err and "Traceback" not in err
+    assert code == 2 and "usage:" in err and "examples:" in err and "Traceback" not in err
 
 
 def _write(path, text: str) -> str:
