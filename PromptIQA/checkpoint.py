@@ -42,7 +42,8 @@ def model_state_dict(ckpt: dict, path: str | os.PathLike = "checkpoint") -> dict
 
 
 def load_weights(model: PromptIQA, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Strict load; a mismatch names what is missing/unexpected instead of torch's wall of keys."""
+    """Strict load that takes the tensors over (so `model` may live on the meta device); a mismatch
+    names what is missing/unexpected instead of torch's wall of keys."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -56,7 +57,7 @@ def load_weights(model: PromptIQA, state: dict[str, torch.Tensor], path: str | o
             f"--img-size {model.config.img_size}: missing {some(missing)}; unexpected {some(unexpected)}; "
             f"wrong shape {some(wrong_shape)}. Pass the backbone and image size it was trained with."
         )
-    model.load_state_dict(state)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, assign=True)
 
 
 def model_from_checkpoint(
@@ -76,7 +77,8 @@ def model_from_checkpoint(
         backbone=backbone or saved.get("backbone", ModelConfig.backbone),
         img_size=img_size or saved.get("img_size", ModelConfig.img_size),
     )
-    model = PromptIQA(config)
+    with torch.device("meta"):  # skip random initialisation: every tensor comes from the checkpoint
+        model = PromptIQA(config)
     load_weights(model, model_state_dict(ckpt, path), path)
     model.prompt_num = int(ckpt.get("prompt_num", 10))
     return model.to(device).eval()

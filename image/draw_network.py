@@ -34,8 +34,10 @@ def main() -> None:
         ax.add_patch(FancyBboxPatch((x, y), w, HEIGHT, boxstyle="round,pad=0.05", fc=colour, ec="#555555"))
         ax.text(x + w / 2, y + HEIGHT / 2, text, ha="center", va="center", fontsize=8.5)
     for a, b in ARROWS:
-        start, end = (centre(a, "bottom"), (centre(b, "left")[0] + 0.6, BOXES[b][1] + HEIGHT)) if a == "blk" else (
-            centre(a, "right"), centre(b, "left"))
+        if a == "blk":  # the query feature g goes down into the scorer
+            start, end = centre(a, "bottom"), (centre(b, "left")[0] + 0.6, BOXES[b][1] + HEIGHT)
+        else:
+            start, end = centre(a, "right"), centre(b, "left")
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color="#333333"))
     ax.text(0.2, 5.9, "query image -> quality feature g", fontsize=10, weight="bold")
     ax.text(0.2, 3.3, "prompts: a few image-score pairs express the requirement (encoded once, cached)",
