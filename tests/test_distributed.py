@@ -23,8 +23,7 @@ from PromptIQA.runlog import RunLog
 from PromptIQA.training import open_datasets, read_datasets
 from training_fixtures import free_port, training_args, write_training_data
 
-sys.path.insert(0, str(ROOT))
-import test as score_cli  # noqa: E402
+import test as score_cli  # the repository's test.py (conftest puts the root on sys.path)
 
 TIMEOUT = 300
 

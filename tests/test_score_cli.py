@@ -10,11 +10,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, write_image
+from conftest import ROOT
 from PromptIQA.cli import run_main
 
-sys.path.insert(0, str(ROOT))
-import test as score_cli  # noqa: E402  (the repository's test.py)
+import test as score_cli  # the repository's test.py (conftest puts the root on sys.path)
 
 
 def run(argv, capsys):

@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+import test as score_cli  # the repository's test.py (conftest puts the root on sys.path)
+import train
 from conftest import ROOT
 from PromptIQA.cli import run_main
 from training_fixtures import training_args, write_training_data
-
-import sys
-
-sys.path.insert(0, str(ROOT))
-import test as score_cli  # noqa: E402
-import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Parameter names (`attention_module`, `qConv`, `c_q`, ...) are those of the publi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
