@@ -26,7 +26,9 @@ from PromptIQA.errors import UserError
 from PromptIQA.models import DEFAULT_BACKBONE, ModelConfig, PromptIQA
 from PromptIQA.models.backbone import resolve_pretrained
 from PromptIQA.runlog import RunLog, environment
-from PromptIQA.training import checkpoint_state, image_cache_dir, open_datasets, read_datasets, resume, resume_path, seed_everything
+from PromptIQA.training import (
+    checkpoint_state, image_cache_dir, open_datasets, read_datasets, resume, resume_path, seed_everything,
+)
 
 PUBLISHED_DATASETS = ["spaq", "csiq", "livec", "koniq10k", "kadid", "live"]
 # A run that finishes in minutes on a 2-core CPU: small ViT, random init (no weights can be fetched).
@@ -51,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_path", default="runs/promptiqa", help="run folder: checkpoints, logs, metrics, plots")
     p.add_argument("-j", "--workers", type=int, default=4, help="data loading workers per process")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="timm ViT (or CNN) name")
-    p.add_argument("--pretrained", default="imagenet", help="imagenet (local file in PromptIQA/checkpoints), PATH or none")
+    p.add_argument(
+        "--pretrained", default="imagenet", help="imagenet (a local file in PromptIQA/checkpoints), PATH or none"
+    )
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", help="PATH of a last.pth.tar, or auto (save_path/last.pth.tar if present)")
@@ -118,7 +122,10 @@ def main_worker(local_index: int, procs: int, args: argparse.Namespace, records:
         args.dist_url, args.dist_backend, args.dist_timeout,
     )
     if args.batch_size % ctx.world_size or args.batch_size // ctx.world_size < 2:
-        raise UserError(f"--batch_size {args.batch_size} must split into groups of at least 2 over {ctx.world_size} process(es)")
+        raise UserError(
+            f"--batch_size {args.batch_size} must split into equal groups of at least 2 images over "
+            f"{ctx.world_size} process(es); use a multiple of {ctx.world_size} of at least {2 * ctx.world_size}"
+        )
     group_size = args.batch_size // ctx.world_size
     prompt_num = group_size - 1  # model.md 4: a query's prompts are the rest of its group
     seed_everything(args.seed + ctx.rank)
@@ -139,7 +146,9 @@ def main_worker(local_index: int, procs: int, args: argparse.Namespace, records:
     start_epoch, best = 0, {"score": -float("inf"), "epoch": None}
     if resume_path(args):
         start_epoch, best = resume(resume_path(args), model, optimizer, ctx, log)
-    ddp = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) if ctx.distributed else model
+    ddp = model
+    if ctx.distributed:
+        ddp = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
     for epoch in range(start_epoch, min(args.epochs, args.stop_after_epoch or args.epochs)):
         lr = cosine_lr(args.lr, epoch, args.epochs)
@@ -167,8 +176,8 @@ def main_worker(local_index: int, procs: int, args: argparse.Namespace, records:
         log.info(f"best epoch {best['epoch']} (score {best['score']:.4f}): {save_path / 'best.pth.tar'}")
         if args.demo:
             log.info(
-                "score the examples with it:\n  python test.py --checkpoint "
-                f"{save_path / 'best.pth.tar'} --prompts Examples/Example1/prompts.json --images Examples/Example1/cactus.png"
+                f"score the examples with it:\n  python test.py --checkpoint {save_path / 'best.pth.tar'} "
+                "--prompts Examples/Example1/prompts.json --images Examples/Example1/cactus.png"
             )
     cleanup(ctx)
 

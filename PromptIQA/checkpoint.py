@@ -7,11 +7,11 @@ checkpoint is untrusted input. Writing is atomic: a temp file in the same folder
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_open
 from .errors import UserError
 from .models import ModelConfig, PromptIQA
 
@@ -96,15 +96,6 @@ def load_model(
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """torch.save to a temp file beside `path`, then rename: a crash never leaves a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import csv
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_open
 from .data.image import IMAGE_EXTENSIONS, is_image_file
 from .errors import UserError
 
@@ -66,14 +66,8 @@ def write_csv_atomic(path: str | os.PathLike, header: list[str], rows: Iterable[
     """Write a CSV through a temp file and a rename, so a failure leaves no partial file."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise UserError(f"--output {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise UserError(f"{path}: folder {path.parent} does not exist")
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

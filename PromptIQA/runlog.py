@@ -10,25 +10,18 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import timm
 import torch
 
+from .atomic import atomic_open
 from .cli import write_csv_atomic
-from .plots import save_scatter
 from .engine import EpochStats, EvalResult, epoch_score, format_results
+from .plots import save_scatter
 
 METRIC_FIELDS = ["epoch", "split", "dataset", "srcc", "plcc", "images", "loss", "lr"]
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def environment(world_size: int) -> dict:
@@ -75,7 +68,8 @@ class RunLog:
 
     def write_json(self, name: str, obj) -> None:
         if self.enabled:
-            write_json_atomic(self.path / name, obj)
+            with atomic_open(self.path / name) as f:
+                json.dump(obj, f, indent=2, default=str)
 
     def predictions(self, results: list[EvalResult]) -> None:
         if self.enabled:
@@ -92,7 +86,8 @@ class RunLog:
             f"score (sum of SRCC + PLCC) {epoch_score(results):.4f}{' (best)' if improved else ''}"
         )
         summary = {
-            "epoch": epoch, "lr": lr, "train": asdict(train), "score": epoch_score(results), "best_epoch": best["epoch"],
+            "epoch": epoch, "lr": lr, "train": asdict(train), "score": epoch_score(results),
+            "best_epoch": best["epoch"],
             "test": {r.name: {"srcc": r.srcc, "plcc": r.plcc, "images": len(r.labels)} for r in results},
         }
         rows = [{"epoch": epoch, "split": "train", "dataset": "all", "srcc": train.srcc, "plcc": train.plcc,

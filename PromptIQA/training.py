@@ -110,7 +110,9 @@ def resume_path(args: argparse.Namespace) -> Path | None:
     return Path(args.resume) if args.resume else None
 
 
-def resume(path: Path, model: PromptIQA, optimizer: torch.optim.Optimizer, ctx: DistContext, log: RunLog) -> tuple[int, dict]:
+def resume(
+    path: Path, model: PromptIQA, optimizer: torch.optim.Optimizer, ctx: DistContext, log: RunLog
+) -> tuple[int, dict]:
     """Load a `last.pth.tar`; returns (first epoch to run, best-so-far record)."""
     ckpt = read_checkpoint(path, flag="--resume")
     missing = {"model", "optimizer", "epoch"} - set(ckpt)
@@ -126,4 +128,4 @@ def resume(path: Path, model: PromptIQA, optimizer: torch.optim.Optimizer, ctx: 
     else:
         log.info(f"resume: saved with {len(states)} process(es), now {ctx.world_size}: RNG streams start afresh")
     log.info(f"resumed from {path} after epoch {ckpt['epoch'] - 1}")
-    return ckpt["epoch"], ckpt.get("best", {})
+    return ckpt["epoch"], ckpt.get("best", {"score": -float("inf"), "epoch": None})

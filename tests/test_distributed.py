@@ -43,7 +43,8 @@ def assert_matches_single_process_evaluation(run, data, tmp_path):
             "--device", "cpu", "--cache-dir", "none", "--save-dir", str(tmp_path / "single")]
     assert run_main(score_cli.main, argv) == 0
     for name in ("set_a", "set_b"):
-        ddp, single = predictions(run / f"predictions_{name}.csv"), predictions(tmp_path / "single" / f"predictions_{name}.csv")
+        ddp = predictions(run / f"predictions_{name}.csv")
+        single = predictions(tmp_path / "single" / f"predictions_{name}.csv")
         assert list(ddp) == list(single)  # every test image once, in order
         np.testing.assert_allclose(list(ddp.values()), list(single.values()), atol=1e-5)
 

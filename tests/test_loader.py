@@ -15,7 +15,7 @@ from PromptIQA.data.split import split_records
 def datasets(tmp_path):
     made = []
     for d, count in enumerate([10, 7]):
-        paths = [str(write_image(tmp_path / f"d{d}" / f"{i}.png", seed=d * 50 + i, size=(20, 30))) for i in range(count)]
+        paths = [str(write_image(tmp_path / f"d{d}" / f"{i}.png", seed=d * 50 + i)) for i in range(count)]
         records = [Record(p, (i + 1) / (count + 1), i) for i, p in enumerate(paths)]
         made.append(SplitDataset.from_records(f"d{d}", records, DirectImages(paths, 16), seed=3))
     return made

@@ -61,7 +61,8 @@ def test_evaluation_mode_reproduces_the_training_evaluation(two_epochs, data, tm
     assert run_main(score_cli.main, argv) == 0
     assert "SRCC" in capsys.readouterr().out
     for name in ("set_a", "set_b"):
-        ours, theirs = read_predictions(tmp_path / f"predictions_{name}.csv"), read_predictions(two_epochs / f"predictions_{name}.csv")
+        ours = read_predictions(tmp_path / f"predictions_{name}.csv")
+        theirs = read_predictions(two_epochs / f"predictions_{name}.csv")
         assert ours.keys() == theirs.keys() and np.allclose(list(ours.values()), list(theirs.values()), atol=1e-6)
     assert run_main(score_cli.main, argv + ["--reverse-prompts", "--save-dir", str(tmp_path / "rev")]) == 0
     assert run_main(score_cli.main, argv + ["--random-prompts", "--prompt-select", "random", "--prompt-num", "2"]) == 0
@@ -119,7 +120,7 @@ def test_check_data_reports_all_problems_at_once(data, tmp_path, capsys):
         (["--lr", "1e30"], "the loss became nan at epoch 0, step"),
         (["--pretrained", "imagenet"], "no ImageNet weights for vit_tiny_patch16_224"),
         (["--pretrained", "/no/such/weights.pth"], "file not found"),
-        (["--batch_size", "1"], "--batch_size 1 must split into groups of at least 2"),
+        (["--batch_size", "1"], "--batch_size 1 must split into equal groups of at least 2 images"),
         (["--resume", "/no/such/last.pth.tar"], "--resume /no/such/last.pth.tar: file not found"),
     ],
     ids=["non-finite-loss", "no-imagenet-weights", "missing-weights-file", "batch-too-small", "missing-resume"],

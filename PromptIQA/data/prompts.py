@@ -51,7 +51,7 @@ def read_prompt_file(path: str | os.PathLike) -> PromptSet:
         raise UserError(f"--prompts {path}: file not found")
     readers = {".json": _json_rows, ".csv": _csv_rows}
     if path.suffix.lower() not in readers:
-        raise UserError(f"--prompts {path}: use a .json file ({{\"isp\": [[path, score], ...]}}) or a .csv (path,score)")
+        raise UserError(f'--prompts {path}: use a .json file ({{"isp": [[path, score], ...]}}) or a .csv (path,score)')
     rows = readers[path.suffix.lower()](path)
     if not rows:
         raise UserError(f"{path}: no image-score pairs; give at least one")

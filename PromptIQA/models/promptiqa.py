@@ -53,7 +53,8 @@ def quality_cnn(in_dim: int, grid: int) -> nn.Sequential:
         padding = 0 if size >= kernel else kernel // 2
         size = size + 2 * padding - kernel + 1
         pool = size if i == len(stages) - 1 else min(2, size)
-        layers += [nn.Conv2d(c_in, c_out, kernel, padding=padding), nn.BatchNorm2d(c_out), nn.ReLU(), nn.AvgPool2d(pool)]
+        conv = nn.Conv2d(c_in, c_out, kernel, padding=padding)
+        layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(), nn.AvgPool2d(pool)]
         size //= pool
     return nn.Sequential(*layers)
 
