@@ -144,8 +144,9 @@ def main_worker(local_index: int, procs: int, args: argparse.Namespace, records:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     save_path = Path(args.save_path)
     start_epoch, best = 0, {"score": -float("inf"), "epoch": None}
-    if resume_path(args):
-        start_epoch, best = resume(resume_path(args), model, optimizer, ctx, log)
+    checkpoint = resume_path(args)
+    if checkpoint:
+        start_epoch, best = resume(checkpoint, model, optimizer, ctx, log)
     ddp = model
     if ctx.distributed:
         ddp = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
