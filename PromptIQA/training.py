@@ -115,7 +115,7 @@ def resume(
 ) -> tuple[int, dict]:
     """Load a `last.pth.tar`; returns (first epoch to run, best-so-far record)."""
     ckpt = read_checkpoint(path, flag="--resume")
-    missing = {"model", "optimizer", "epoch"} - set(ckpt)
+    missing = {"model", "optimizer", "epoch", "best"} - set(ckpt)
     if missing:
         raise UserError(f"--resume {path}: not a training checkpoint of this project (no {', '.join(sorted(missing))})")
     model.load_state_dict(ckpt["model"])
@@ -128,4 +128,4 @@ def resume(
     else:
         log.info(f"resume: saved with {len(states)} process(es), now {ctx.world_size}: RNG streams start afresh")
     log.info(f"resumed from {path} after epoch {ckpt['epoch'] - 1}")
-    return ckpt["epoch"], ckpt.get("best", {"score": -float("inf"), "epoch": None})
+    return ckpt["epoch"], ckpt["best"]

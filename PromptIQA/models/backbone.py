@@ -89,22 +89,28 @@ class CNNFeatureMaps(nn.Module):
 
 
 def resolve_pretrained(pretrained: str | os.PathLike | None, backbone: str) -> Path | None:
-    """`none` -> None; a file -> that file; `imagenet` -> `PromptIQA/checkpoints/<backbone>.*`."""
+    """`none` -> None; a file -> that file; `imagenet` -> `PromptIQA/checkpoints/<backbone>.*`.
+
+    Fails at once, saying how to get the weights, when they are not there: training never falls
+    back to random weights silently.
+    """
     if pretrained is None or str(pretrained).lower() == "none":
         return None
+    how_to_get = (
+        "this machine cannot download them. On a machine with internet access run "
+        f"torch.save(timm.create_model('{backbone}', pretrained=True).state_dict(), '{backbone}.pth') "
+        f"and copy the file to {CHECKPOINT_DIR}/ or pass --pretrained PATH; --pretrained none trains "
+        "from random weights."
+    )
     if str(pretrained).lower() != "imagenet":
+        if not Path(pretrained).is_file():
+            raise UserError(f"--pretrained {pretrained}: file not found; {how_to_get}")
         return Path(pretrained)
     for suffix in (".pth", ".pth.tar", ".safetensors", ".bin"):
         candidate = CHECKPOINT_DIR / f"{backbone}{suffix}"
         if candidate.is_file():
             return candidate
-    raise UserError(
-        f"--pretrained imagenet: no ImageNet weights for {backbone} in {CHECKPOINT_DIR}/ (this machine "
-        "cannot download them). On a machine with internet access run "
-        f"torch.save(timm.create_model('{backbone}', pretrained=True).state_dict(), '{backbone}.pth'), "
-        f"copy the file to {CHECKPOINT_DIR}/ or pass --pretrained PATH; --pretrained none trains from "
-        "random weights."
-    )
+    raise UserError(f"--pretrained imagenet: no ImageNet weights for {backbone} in {CHECKPOINT_DIR}/; {how_to_get}")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -120,14 +126,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load ImageNet (timm) weights from a local file into a backbone built by create_timm_model."""
+    """Load ImageNet (timm) weights from a file found by resolve_pretrained into a backbone built by
+    create_timm_model."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"--pretrained {path}: file not found. Save timm's ImageNet weights on a machine with "
-            "internet access (torch.save(timm.create_model(NAME, pretrained=True).state_dict(), FILE)) "
-            "and pass that FILE, or pass --pretrained none to start from random weights."
-        )
     state = _read_state_dict(path)
     own = model.state_dict()
     if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
