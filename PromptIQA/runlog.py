@@ -16,8 +16,7 @@ from pathlib import Path
 import timm
 import torch
 
-from .atomic import atomic_open
-from .cli import write_csv_atomic
+from .atomic import atomic_open, write_csv_atomic
 from .engine import EpochStats, EvalResult, epoch_score, format_results
 from .plots import save_scatter
 

@@ -14,7 +14,9 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import ROOT
-from PromptIQA.cli import run_main
+from PromptIQA.commands import score as score_cli
+from PromptIQA.commands import train
+from PromptIQA.commands.common import run_main
 from PromptIQA.data.loader import train_loader
 from PromptIQA.distributed import all_gather_objects, cleanup, init_distributed, sync_buffers
 from PromptIQA.engine import train_one_epoch
@@ -23,7 +25,6 @@ from PromptIQA.runlog import RunLog
 from PromptIQA.training import open_datasets, read_datasets
 from training_fixtures import free_port, training_args, write_training_data
 
-import test as score_cli  # the repository's test.py (conftest puts the root on sys.path)
 
 TIMEOUT = 300
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from PromptIQA.cli import run_main
+from PromptIQA.commands import score as score_cli
+from PromptIQA.commands.common import run_main
 
-import test as score_cli  # the repository's test.py (conftest puts the root on sys.path)
 
 
 def run(argv, capsys):

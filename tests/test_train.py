@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import test as score_cli  # the repository's test.py (conftest puts the root on sys.path)
-import train
 from conftest import ROOT
-from PromptIQA.cli import run_main
+from PromptIQA.commands import score as score_cli
+from PromptIQA.commands import train
+from PromptIQA.commands.common import run_main
 from training_fixtures import training_args, write_training_data
 
 

@@ -1,7 +1,10 @@
 """Prompt files: the image-score pairs (ISPs) that express a requirement.
 
 JSON: `{"isp": [[image_path, score], ...], ...}` (other keys allowed), or CSV with columns
-`path,score`. Image paths are relative to the prompt file; scores must lie in [0, 1].
+`path,score`. Image paths are relative to the prompt file; scores must lie in [0, 1], or on a
+range given as `score_range=(low, high)`, which maps them linearly to [0, 1]: `(s - low) / (high - low)`.
+The direction is kept as it is: a lower-is-better scale (DMOS) stays lower-is-better after the
+mapping, as in the published training data, where the prompts alone say which way quality runs.
 """
 from __future__ import annotations
 
@@ -25,6 +28,23 @@ class PromptSet:
         return PromptSet(self.paths, tuple(1.0 - s for s in self.scores))
 
 
+def scores_to_unit_range(scores, low: float, high: float) -> tuple[float, ...]:
+    """Map scores on [low, high] to [0, 1]; the direction is kept (see the module docstring)."""
+    check_score_range(low, high)
+    return tuple((float(s) - low) / (high - low) for s in scores)
+
+
+def unit_range_to_scores(values, low: float, high: float) -> tuple[float, ...]:
+    """The inverse of `scores_to_unit_range`: predictions in [0, 1] back on [low, high]."""
+    check_score_range(low, high)
+    return tuple(low + float(v) * (high - low) for v in values)
+
+
+def check_score_range(low: float, high: float) -> None:
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise UserError(f"score range {low} {high}: give two finite numbers MIN < MAX, e.g. --score-range 0 100")
+
+
 def _json_rows(path: Path) -> list:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -44,15 +64,26 @@ def _csv_rows(path: Path) -> list:
         return [[row["path"], row["score"]] for row in reader]
 
 
-def read_prompt_file(path: str | os.PathLike) -> PromptSet:
-    """Read and check a prompt file; each problem names the file and the row (1-based)."""
+def prompt_file_rows(path: str | os.PathLike) -> list:
+    """The raw `[image_path, score]` rows of a JSON or CSV prompt file, unchecked."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--prompts {path}: file not found")
     readers = {".json": _json_rows, ".csv": _csv_rows}
     if path.suffix.lower() not in readers:
         raise UserError(f'--prompts {path}: use a .json file ({{"isp": [[path, score], ...]}}) or a .csv (path,score)')
-    rows = readers[path.suffix.lower()](path)
+    return readers[path.suffix.lower()](path)
+
+
+def read_prompt_file(path: str | os.PathLike, score_range: tuple[float, float] | None = None) -> PromptSet:
+    """Read and check a prompt file; each problem names the file and the row (1-based).
+
+    With `score_range=(low, high)` the scores are on that range and are mapped to [0, 1].
+    """
+    path = Path(path)
+    rows = prompt_file_rows(path)
+    low, high = score_range if score_range is not None else (0.0, 1.0)
+    check_score_range(low, high)
     if not rows:
         raise UserError(f"{path}: no image-score pairs; give at least one")
     paths, scores = [], []
@@ -63,14 +94,16 @@ def read_prompt_file(path: str | os.PathLike) -> PromptSet:
             score = float(row[1])
         except (TypeError, ValueError):
             raise UserError(f"{path}: ISP row {number} has score {row[1]!r}, not a number") from None
-        if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+        if not (math.isfinite(score) and low <= score <= high):
             raise UserError(
-                f"{path}: ISP row {number} has score {row[1]!r}; scores must be in [0, 1] "
-                "(map your scale to [0, 1] first)"
+                f"{path}: ISP row {number} has score {row[1]!r}; scores must be in [{low:g}, {high:g}] "
+                "(give the scale of your scores with --score-range MIN MAX)"
             )
         image = (path.parent / row[0]).resolve()
         if not image.is_file():
             raise UserError(f"{path}: ISP row {number}: image {row[0]} not found (looked for {image})")
         paths.append(str(image))
         scores.append(score)
+    if score_range is not None:
+        scores = list(scores_to_unit_range(scores, low, high))
     return PromptSet(tuple(paths), tuple(scores))

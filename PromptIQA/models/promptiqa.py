@@ -102,6 +102,11 @@ class PromptIQA(nn.Module):
             nn.Linear(PROMPT_DIM, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 1), nn.Sigmoid()
         )
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the backbone's activations in the backward pass (less memory, more time)."""
+        body = self.vit if self.vit is not None else self.cnn_backbone.body
+        body.set_grad_checkpointing(enable)
+
     def backbone_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self.vit is not None:
             return vit_feature_maps(self.vit, images)
