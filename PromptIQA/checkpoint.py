@@ -7,6 +7,7 @@ checkpoint is untrusted input. Writing is atomic: a temp file in the same folder
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -70,17 +71,19 @@ def model_from_checkpoint(
     """Build the network a checkpoint was saved from and load its weights, in eval mode.
 
     The backbone and image size come from the checkpoint when it records them (this project's
-    checkpoints do); the published checkpoint does not, so the published defaults apply.
+    checkpoints do); the published checkpoint does not, so the published defaults apply. The
+    top-level `prompt_num` (the published format's) wins over the saved model configuration.
     """
-    saved = ckpt.get("model_config") or {}
-    config = ModelConfig(
-        backbone=backbone or saved.get("backbone", ModelConfig.backbone),
-        img_size=img_size or saved.get("img_size", ModelConfig.img_size),
+    config = ModelConfig.from_dict(ckpt.get("model_config") or {})
+    config = replace(
+        config,
+        backbone=backbone or config.backbone,
+        img_size=img_size or config.img_size,
+        prompt_num=int(ckpt.get("prompt_num", config.prompt_num)),
     )
     with torch.device("meta"):  # skip random initialisation: every tensor comes from the checkpoint
         model = PromptIQA(config)
     load_weights(model, model_state_dict(ckpt, path), path)
-    model.prompt_num = int(ckpt.get("prompt_num", 10))
     return model.to(device).eval()
 
 

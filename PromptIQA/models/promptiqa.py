@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 
 import torch
@@ -35,9 +35,16 @@ class ModelConfig:
 
     backbone: str = DEFAULT_BACKBONE
     img_size: int = 224
+    prompt_num: int = 10  # ISPs per query in training (group size - 1); the default for scoring
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "ModelConfig":
+        """Rebuild from `to_dict()` output; keys missing in older files take the defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def quality_cnn(in_dim: int, grid: int) -> nn.Sequential:
@@ -101,6 +108,10 @@ class PromptIQA(nn.Module):
         self.score_block = nn.Sequential(
             nn.Linear(PROMPT_DIM, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 1), nn.Sigmoid()
         )
+
+    @property
+    def prompt_num(self) -> int:
+        return self.config.prompt_num
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the backbone's activations in the backward pass (less memory, more time)."""
