@@ -1,13 +1,21 @@
 """Pre-processing: the published pipeline, odd image kinds converted, broken files refused."""
 from __future__ import annotations
 
+import builtins
+import os
+import struct
+import zlib
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import write_image
+from PromptIQA.data.cache import open_images
 from PromptIQA.data.image import ImageError, read_image, to_tensor
+from PromptIQA.errors import UserError
 
 
 def test_read_image_is_opencv_cubic_resize_to_rgb(tmp_path):
@@ -88,5 +96,72 @@ def _truncate(path, keep=0.5):
 def test_broken_files_raise_an_error_naming_the_file(tmp_path, make, reason):
     path = make(tmp_path)
     with pytest.raises(ImageError, match=reason) as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+
+
+# ---- hostile and unreadable files --------------------------------------------------------------------
+
+def _png_declaring(path, width: int, height: int):
+    """A valid 1x1 PNG whose header claims width x height: what a decompression bomb looks like before
+    decoding (the real 30000x30000 kind is under 1 MB of compressed zeros)."""
+    _write_pil(path, np.zeros((1, 1), np.uint8))
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # the IHDR chunk's checksum
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("side", [30_000, 100_000])
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch, side):
+    path = _png_declaring(tmp_path / "bomb.png", side, side)
+    monkeypatch.delenv("PROMPTIQA_MAX_IMAGE_PIXELS", raising=False)
+    with pytest.raises(ImageError, match=f"{side}x{side} = {side * side:,} pixels.*limit of 100,000,000") as err:
+        read_image(path)
+    assert str(path) in str(err.value) and "PROMPTIQA_MAX_IMAGE_PIXELS" in str(err.value)
+
+
+def test_pixel_limit_is_set_by_the_environment(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "a.png", size=(50, 80))  # 4000 pixels
+    monkeypatch.setenv("PROMPTIQA_MAX_IMAGE_PIXELS", "3999")
+    with pytest.raises(ImageError, match="80x50 = 4,000 pixels, more than the limit of 3,999"):
+        read_image(path)
+    monkeypatch.setenv("PROMPTIQA_MAX_IMAGE_PIXELS", "4000")
+    assert read_image(path).shape == (224, 224, 3)
+    monkeypatch.setenv("PROMPTIQA_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(UserError, match="PROMPTIQA_MAX_IMAGE_PIXELS='lots'.*whole number"):
+        read_image(path)
+
+
+def test_raising_the_limit_rebuilds_a_cache_that_refused_an_image(tmp_path, monkeypatch):
+    paths = [write_image(tmp_path / "small.png", size=(10, 10)), write_image(tmp_path / "big.png", size=(50, 80))]
+    monkeypatch.setenv("PROMPTIQA_MAX_IMAGE_PIXELS", "1000")
+    refused = open_images(paths, 32, tmp_path / "cache", on_bad_image="skip")
+    assert [b.path for b in refused.bad] == [str(paths[1])] and "PROMPTIQA_MAX_IMAGE_PIXELS" in refused.bad[0].reason
+    monkeypatch.setenv("PROMPTIQA_MAX_IMAGE_PIXELS", "4000")
+    assert open_images(paths, 32, tmp_path / "cache").bad == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may read any file")
+def test_image_without_read_permission_is_named(tmp_path):
+    path = write_image(tmp_path / "secret.png")
+    path.chmod(0)
+    with pytest.raises(ImageError, match="permission denied") as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+
+
+def test_permission_error_while_reading_is_named(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "secret.png")
+    real_open = builtins.open
+
+    def refuse(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    with pytest.raises(ImageError, match="permission denied.*chmod a\\+r") as err:
         read_image(path)
     assert str(path) in str(err.value)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from .image import IMAGE_SIZE, ImageError, read_image
+from .image import IMAGE_SIZE, ImageError, max_image_pixels, read_image
 
 # Part of the key: a change of the stored layout, or of OpenCV (whose resize may change between
 # versions), must not reuse frames decoded the old way.
@@ -63,7 +63,8 @@ class DirectImages:
 
 
 def cache_key(paths: Sequence[str], size: int) -> str:
-    """Hash of everything the frames depend on: each file's path, byte size and mtime, and the size."""
+    """Hash of everything the frames depend on: each file's path, byte size and mtime, the size, and the
+    pixel limit (an image over it is stored as bad, and raising the limit must decode it)."""
     files = []
     for path in paths:
         try:
@@ -71,7 +72,7 @@ def cache_key(paths: Sequence[str], size: int) -> str:
             files.append((path, stat.st_size, stat.st_mtime_ns))
         except OSError:
             files.append((path, None, None))  # a missing file becomes a bad image at build time
-    content = json.dumps([CACHE_FORMAT, cv2.__version__, size, files])
+    content = json.dumps([CACHE_FORMAT, cv2.__version__, size, max_image_pixels(), files])
     return hashlib.sha256(content.encode()).hexdigest()
 
 

@@ -3,15 +3,21 @@
 OpenCV decode (8-bit BGR; grey, alpha, palette and 16-bit images become 8-bit BGR), resize of the
 whole image to size x size with INTER_CUBIC, RGB, then (x / 255 - 0.5) / 0.5. The resized uint8
 image is what the cache stores, so decoding and normalising are separate steps.
+
+Before decoding, the width and height in the file's header are checked against a pixel limit
+(PROMPTIQA_MAX_IMAGE_PIXELS): a small file can declare a huge image that takes gigabytes to decode.
 """
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 
@@ -22,6 +28,12 @@ IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", 
 # end marker ourselves: JPEG ends with EOI (FF D9), PNG with an IEND chunk.
 _END_MARKERS = {b"\xff\xd8\xff": b"\xff\xd9", b"\x89PNG": b"IEND"}
 
+MAX_PIXELS_VARIABLE = "PROMPTIQA_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000
+# Pillow refuses to read even the header of an image past its own limit; header reads switch that
+# limit off for their duration, one at a time, so that PROMPTIQA_MAX_IMAGE_PIXELS alone decides
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
 
 class ImageError(UserError):
     """An image file that cannot be used: missing, empty, truncated or not an image."""
@@ -29,6 +41,46 @@ class ImageError(UserError):
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def max_image_pixels() -> int:
+    """The largest width x height read_image decodes: $PROMPTIQA_MAX_IMAGE_PIXELS, else 100 megapixels."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise UserError(f"{MAX_PIXELS_VARIABLE}={value!r}: give a whole number of pixels above 0, "
+                        f"e.g. {MAX_PIXELS_VARIABLE}={2 * DEFAULT_MAX_PIXELS}")
+    return limit
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except (UnidentifiedImageError, SyntaxError, ValueError):
+            raise ImageError(f"{path}: not a readable image (not a known image format, or a damaged header)") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _check_pixel_count(path: Path) -> None:
+    limit = max_image_pixels()
+    width, height = _header_size(path)
+    if width * height > limit:
+        raise ImageError(
+            f"{path}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{limit:,} pixels that guards against decompression bombs (small files that "
+            f"decode to gigabytes); if the image is genuine, raise the limit with the environment variable "
+            f"{MAX_PIXELS_VARIABLE}, e.g. {MAX_PIXELS_VARIABLE}={width * height}")
 
 
 def _check_complete(path: Path) -> None:
@@ -49,8 +101,18 @@ def read_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
-    _check_complete(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        _check_complete(path)
+        _check_pixel_count(path)
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied: this user may not read the file; ask its owner to "
+                         f"make it readable (chmod a+r) or leave it out") from None
+    except OSError as error:
+        raise ImageError(f"{path}: cannot be read ({error.strerror or error}); check the disk or re-copy it") from None
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as error:  # e.g. a header OpenCV's own checks refuse
+        raise ImageError(f"{path}: not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
     if bgr is None:
         raise ImageError(f"{path}: not a readable image (OpenCV cannot decode it)")
     bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_CUBIC)
