@@ -19,27 +19,61 @@ from .models import ModelConfig, PromptIQA
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "best_model.pth.tar"
 
 
+# torch's refusal of a pickle that would build arbitrary objects starts so, and goes on to suggest
+# weights_only=False: advice never to repeat for a file of unknown origin
+_CODE_PICKLE = "Weights only load failed"
+
+
+def _unloadable_reason(error: Exception) -> str:
+    """Why torch.load failed, in a phrase; torch's own advice to load with weights_only=False is left out."""
+    message = str(error).strip()
+    if message.startswith(_CODE_PICKLE):
+        return ("it holds pickled Python objects other than weights, which could run code when loaded, and "
+                "such files are refused; use a checkpoint saved by PromptIQA or the published one")
+    first_sentence = message.splitlines()[0].split(". ")[0] if message else type(error).__name__
+    if "weights_only" in first_sentence:
+        first_sentence = type(error).__name__
+    return f"the file is damaged or of another kind ({first_sentence}); re-copy it or use another checkpoint"
+
+
 def read_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder, not a checkpoint file; give the .pth.tar file in it")
     if not path.is_file():
         hint = f" Put the published best_model.pth.tar in {DEFAULT_CHECKPOINT.parent}/ or pass {flag} PATH."
         raise UserError(f"{flag} {path}: file not found.{hint if flag == '--checkpoint' else ''}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a corrupt or foreign file can fail in many ways inside the unpickler
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{flag} {path}: not a loadable PyTorch checkpoint ({first_line})") from None
+        raise UserError(f"{flag} {path}: not a loadable PyTorch checkpoint: {_unloadable_reason(err)}") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{flag} {path}: expected a dict with 'state_dict' or 'model', got {type(ckpt).__name__}")
     return ckpt
 
 
+def _first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The first key whose floating-point tensor holds NaN or an infinity."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            return key
+    return None
+
+
 def model_state_dict(ckpt: dict, path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
-    """The network weights, without the `module.` prefix DistributedDataParallel adds."""
+    """The network weights, without the `module.` prefix DistributedDataParallel adds.
+
+    Weights holding NaN or infinities (a diverged run) are refused: they would score every image NaN.
+    """
     state = ckpt.get("model", ckpt.get("state_dict"))
     if not isinstance(state, dict):
         raise UserError(f"--checkpoint {path}: no 'state_dict' or 'model' entry (keys: {', '.join(map(str, ckpt))})")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    bad = _first_non_finite(state)
+    if bad is not None:
+        raise UserError(f"--checkpoint {path}: weight '{bad}' holds NaN or infinite values (the training run "
+                        "diverged); use a checkpoint saved before that, e.g. best.pth.tar, or retrain")
+    return state
 
 
 def load_weights(model: PromptIQA, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:

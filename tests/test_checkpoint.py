@@ -1,7 +1,9 @@
 """Checkpoints: the published layout, this project's layout, atomic writes, clear refusals."""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,6 +46,52 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"model": {}, "hook": print}, path)  # arbitrary objects need weights_only=False
     with pytest.raises(UserError, match="not a loadable"):
         read_checkpoint(path)
+
+
+class _Payload:
+    """Unpickling this object runs code: it creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_code_executing_pickle_is_refused_without_advising_to_trust_it(tmp_path):
+    path, marker = tmp_path / "hostile.pth.tar", tmp_path / "ran"
+    torch.save({"model": {}, "payload": _Payload(marker)}, path)
+    with pytest.raises(UserError, match="could run code") as err:
+        read_checkpoint(path)
+    assert str(path) in str(err.value) and "weights_only" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_damaged_checkpoint_is_named_without_torch_advice(tiny_checkpoint, tmp_path):
+    path = tmp_path / "cut.pth.tar"
+    path.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    with pytest.raises(UserError, match="damaged") as err:
+        read_checkpoint(path)
+    assert str(path) in str(err.value) and "weights_only" not in str(err.value)
+
+
+def test_folder_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="is a folder, not a checkpoint file"):
+        read_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_non_finite_weights_are_refused_naming_the_first_bad_key(tiny_model, tmp_path, bad):
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    keys = [k for k, v in state.items() if v.is_floating_point()]
+    first, later = keys[3], keys[-1]
+    state[first].view(-1)[-1] = bad
+    state[later].view(-1)[0] = bad
+    path = tmp_path / "diverged.pth.tar"
+    save_checkpoint({"model": state, "model_config": TINY.to_dict()}, path)
+    with pytest.raises(UserError, match=f"weight '{re.escape(first)}' holds NaN or infinite values") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
 
 
 def test_missing_checkpoint_says_where_to_put_it(tmp_path):
