@@ -9,6 +9,7 @@ mapping, as in the published training data, where the prompts alone say which wa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -45,9 +46,18 @@ def check_score_range(low: float, high: float) -> None:
         raise UserError(f"score range {low} {high}: give two finite numbers MIN < MAX, e.g. --score-range 0 100")
 
 
+def _read_text(path: Path) -> str:
+    """The file's text; UTF-8, with or without the byte-order mark some editors write."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded); save the prompt file "
+                        "as UTF-8 and rerun") from None
+
+
 def _json_rows(path: Path) -> list:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
     rows = data.get("isp") if isinstance(data, dict) else None
@@ -57,22 +67,33 @@ def _json_rows(path: Path) -> list:
 
 
 def _csv_rows(path: Path) -> list:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "score"} <= set(reader.fieldnames):
-            raise UserError(f"{path}: a prompt CSV needs the header 'path,score' (found: {reader.fieldnames})")
-        return [[row["path"], row["score"]] for row in reader]
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    if not reader.fieldnames or not {"path", "score"} <= set(reader.fieldnames):
+        raise UserError(f"{path}: a prompt CSV needs the header 'path,score' (found: {reader.fieldnames})")
+    return [[row["path"], row["score"]] for row in reader]
 
 
 def prompt_file_rows(path: str | os.PathLike) -> list:
     """The raw `[image_path, score]` rows of a JSON or CSV prompt file, unchecked."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--prompts {path}: is a folder, not a prompt file; give the .json or .csv file in it")
     if not path.is_file():
         raise UserError(f"--prompts {path}: file not found")
     readers = {".json": _json_rows, ".csv": _csv_rows}
     if path.suffix.lower() not in readers:
         raise UserError(f'--prompts {path}: use a .json file ({{"isp": [[path, score], ...]}}) or a .csv (path,score)')
     return readers[path.suffix.lower()](path)
+
+
+def _score(path: Path, number: int, value) -> float:
+    """The score of ISP row `number`: a number, or (from a CSV) the text of one; true/false are not scores."""
+    if not isinstance(value, bool):  # bool is an int subclass: float(True) would be 1.0
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise UserError(f"{path}: ISP row {number} has score {value!r}, not a number")
 
 
 def read_prompt_file(path: str | os.PathLike, score_range: tuple[float, float] | None = None) -> PromptSet:
@@ -90,10 +111,7 @@ def read_prompt_file(path: str | os.PathLike, score_range: tuple[float, float] |
     for number, row in enumerate(rows, start=1):
         if not (isinstance(row, (list, tuple)) and len(row) == 2 and isinstance(row[0], str)):
             raise UserError(f"{path}: ISP row {number} is {row!r}; expected [image_path, score]")
-        try:
-            score = float(row[1])
-        except (TypeError, ValueError):
-            raise UserError(f"{path}: ISP row {number} has score {row[1]!r}, not a number") from None
+        score = _score(path, number, row[1])
         if not (math.isfinite(score) and low <= score <= high):
             raise UserError(
                 f"{path}: ISP row {number} has score {row[1]!r}; scores must be in [{low:g}, {high:g}] "
