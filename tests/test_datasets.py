@@ -208,6 +208,74 @@ def test_csv_reader_rejects_bad_options_and_columns(tmp_path):
         read_dataset("bid", tmp_path, score_min=0)
 
 
+@pytest.mark.parametrize("option", ["score_min", "score_max"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_csv_option_is_reported_once(tmp_path, option, value):
+    path = write_user_csv(tmp_path, [[f"{i}.png", 0.5] for i in range(30)])
+    info = info_file(tmp_path, {"mine": {"root": str(path), "reader": "csv", "options": {option: "VALUE"}}})
+    info.write_text(info.read_text().replace('"VALUE"', value))  # the JSON extensions Python reads as floats
+    with expect_error("1 dataset problem(s)", f"mine: option {option}=", "must be a finite number") as error:
+        check_datasets(["mine"], load_dataset_info(info))
+    assert str(error.value).count("\n") == 1
+
+
+def test_same_image_twice_is_a_duplicate_naming_its_rows(tmp_path):
+    path = write_user_csv(tmp_path, [["a.png", 0.1, "s1"], ["b.png", 0.2, "s2"], ["./a.png", 0.9, "s3"],
+                                     ["c.png", 0.4, "s3"]], header=("path", "score", "unit"))
+    with expect_error(f"{path} lists the image {tmp_path / 'a.png'} 2 times (line 2, line 4)", "list each image once"):
+        read_dataset("csv", path)
+
+
+def test_published_reader_reports_a_duplicate_too(tmp_path):
+    write_dataset("csiq", tmp_path)
+    with open(tmp_path / "csiq_label.txt", "a") as file:
+        file.write("1600.BLUR.2.png 0.3\n")
+    with expect_error("csiq_label.txt lists the image", "1600.BLUR.2.png 2 times (line 2, line 7)"):
+        read_dataset("csiq", tmp_path)
+
+
+@pytest.mark.parametrize("units", [1, 2])
+def test_too_few_split_units_for_a_test_split_are_refused(tmp_path, units):
+    rows = [[f"{i}.png", i / 10, f"scene{i % units}"] for i in range(6)]
+    path = write_user_csv(tmp_path, rows, header=("path", "score", "unit"))
+    info = load_dataset_info(info_file(tmp_path, {"mine": {"root": str(path), "reader": "csv"}}))
+    with expect_error(f"mine: only {units} split unit(s)", "no test images", "at least 3 units"):
+        check_datasets(["mine"], info)
+    write_csv(path, ["path", "score", "unit"], [row[:2] + [f"scene{i % 3}"] for i, row in enumerate(rows)])
+    assert split_records(check_datasets(["mine"], info)["mine"], seed=5)[1]
+
+
+# ---- text encodings ----------------------------------------------------------------------------------
+
+def test_csv_reader_names_a_label_file_that_is_not_utf8(tmp_path):
+    path = write_user_csv(tmp_path, [["a.png", 0.5]])
+    path.write_bytes("path,score\ncaf\u00e9.png,0.5\n".encode("latin-1"))
+    with expect_error(f"csv: {path} is not UTF-8 text", "save it as UTF-8"):
+        read_dataset("csv", path)
+
+
+@pytest.mark.parametrize("name, file", [("kadid", "dmos.csv"), ("csiq", "csiq_label.txt")])
+def test_published_label_file_that_is_not_utf8_is_named(tmp_path, name, file):
+    write_dataset(name, tmp_path)
+    text = (tmp_path / file).read_text()
+    (tmp_path / file).write_bytes(text.replace(".png", "\u00e9.png", 1).encode("cp1252"))
+    with expect_error(f"{name}: {tmp_path / file} is not UTF-8 text", "save it as UTF-8"):
+        read_dataset(name, tmp_path)
+
+
+def test_utf8_label_file_with_byte_order_mark_is_read(tmp_path):
+    path = write_user_csv(tmp_path, [["a.png", 0.5], ["b.png", 0.25]])
+    path.write_text(path.read_text(), encoding="utf-8-sig")
+    assert [r.label for r in read_dataset("csv", path)] == [0.5, 0.25]
+
+
+def test_dataset_info_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "dataset_info.json"
+    path.write_bytes('{"live": ["/donn\u00e9es/LIVE", 29]}'.encode("latin-1"))
+    with expect_error(str(path), "not UTF-8 text", "save it as UTF-8"):
+        load_dataset_info(path)
+
+
 # ---- error paths: names, roots, label files, labels ------------------------------------------------
 
 def test_unknown_name_suggests_the_closest(tmp_path):
@@ -321,7 +389,7 @@ def test_shipped_dataset_info_lists_the_twelve_published_names():
 def test_check_datasets_reads_entries_aliases_criteria_and_custom_csv(tmp_path):
     write_dataset("uwiqa", tmp_path / "UWIQA")
     write_dataset("spaq", tmp_path / "SPAQ")
-    csv_path = write_user_csv(tmp_path / "mine", [["a.png", 1], ["b.png", 5]])
+    csv_path = write_user_csv(tmp_path / "mine", [["a.png", 1], ["b.png", 5], ["c.png", 2]])
     info = load_dataset_info(info_file(tmp_path, {
         "uqiqa": [str(tmp_path / "UWIQA"), 4],
         "spaq": {"root": str(tmp_path / "SPAQ"), "units": 3},
@@ -331,7 +399,7 @@ def test_check_datasets_reads_entries_aliases_criteria_and_custom_csv(tmp_path):
     assert list(found) == ["uwiqa", "spaq_colorfulness", "my_photos", "uqiqa"]
     assert found["uwiqa"] == found["uqiqa"] == read_dataset("uwiqa", tmp_path / "UWIQA")
     assert found["spaq_colorfulness"] == read_dataset("spaq_colorfulness", tmp_path / "SPAQ")
-    assert [r.label for r in found["my_photos"]] == [0.0, 1.0]
+    assert [r.label for r in found["my_photos"]] == [0.0, 1.0, 0.25]
 
 
 def test_check_reports_missing_images_first_few_and_count(tmp_path):
@@ -372,9 +440,9 @@ def test_check_reports_every_problem_of_every_dataset_at_once(tmp_path):
 
 
 def test_check_reports_paths_that_are_not_images(tmp_path):
-    path = write_user_csv(tmp_path, [["a.png", 0.5]])
+    path = write_user_csv(tmp_path, [["a.png", 0.5], ["b.png", 0.7]])
     (tmp_path / "notes.txt").write_text("not an image")
-    write_csv(path, ["path", "score"], [["a.png", 0.5], ["notes.txt", 0.2]])
+    write_csv(path, ["path", "score"], [["a.png", 0.5], ["b.png", 0.7], ["notes.txt", 0.2]])
     info = load_dataset_info(info_file(tmp_path, {"mine": {"root": str(path), "reader": "csv"}}))
     with expect_error(f"mine: {tmp_path / 'notes.txt'} is not an image file", "1 dataset problem(s)"):
         check_datasets(["mine"], info)

@@ -68,7 +68,10 @@ def load_dataset_info(path: str | os.PathLike = DEFAULT_DATASET_INFO) -> dict[st
         raise UserError(f"{path}: dataset info file not found; give the path of a dataset_info.json "
                         f"(the shipped one is {DEFAULT_DATASET_INFO})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start} cannot be decoded); save it as UTF-8 "
+                        f"and rerun") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
                         f"fix the syntax") from None
@@ -126,12 +129,21 @@ def _image_problems(name: str, records: Sequence[Record]) -> list[str]:
                       "paths without an image extension in all"))
 
 
+def _split_problems(name: str, records: Sequence[Record], units: int) -> list[str]:
+    """The split trains on round(0.8 U) of U units: with 1 or 2 units no image is left to test on."""
+    if split_records(records, seed=0)[1]:  # the sizes of the two sides do not depend on the seed
+        return []
+    return [f"{name}: only {units} split unit(s), so the train/test split leaves no test images and the best "
+            f"epoch could not be chosen; give it at least 3 units (more images, or more distinct references; "
+            f"for the csv reader, more distinct values in the unit column)"]
+
+
 def check_datasets(names: Sequence[str], info: Mapping[str, DatasetEntry],
                    check_images: bool = True) -> dict[str, list[Record]]:
     """Read every requested dataset; one UserError listing all problems of all of them, if any.
 
-    Checks the name, root, label files, labels, the entry's number of split units and (with
-    `check_images`) that every image file exists.
+    Checks the name, root, label files, labels, the entry's number of split units, that the split
+    leaves test images, and (with `check_images`) that every image file exists.
     """
     problems: list[str] = []
     records: dict[str, list[Record]] = {}
@@ -146,6 +158,7 @@ def check_datasets(names: Sequence[str], info: Mapping[str, DatasetEntry],
         if entry.units is not None and entry.units != units:
             problems.append(f"{name}: {entry.source} gives {entry.units} split units, but the label files in "
                             f"{entry.root} give {units}; correct the count (the published split is drawn over it)")
+        problems.extend(_split_problems(name, found, units))
         if check_images:
             problems.extend(_image_problems(name, found))
         records[name] = found

@@ -260,13 +260,14 @@ def _read(dataset: str, spec: DatasetSpec, root: Path) -> list[Record]:
         raise UserError(f"{dataset}: {root / spec.score.file} has {count} entries; the {spec.title} layout "
                         f"has exactly {spec.rows}, matched to image folders by position")
 
-    items, problems = [], []
+    items: dict[int, tuple[str, float, str | None]] = {}  # row index -> (path, label, reference)
+    problems = []
     for index in range(spec.skip_first, count):
         row = {column: values[index] for column, values in table.items()}
         if spec.skip is not None and row[spec.skip] == 1:
             continue
         try:
-            items.append(_read_row(spec, row, index))
+            items[index] = _read_row(spec, row, index)
         except _RowProblem as problem:
             file = problem.column.file
             problems.append(f"{dataset}: {root / file} {where[file][index]}: {problem}")
@@ -275,22 +276,41 @@ def _read(dataset: str, spec: DatasetSpec, root: Path) -> list[Record]:
     if not items:
         raise UserError(f"{dataset}: {root / spec.score.file} lists no images; expected the {spec.title} labels")
 
+    base = os.path.abspath(root)
+    paths = {index: os.path.normpath(os.path.join(base, path)) for index, (path, _, _) in items.items()}
+    image_file = (spec.image or spec.score).file
+    problems = _duplicate_images(dataset, root / image_file, where[image_file], paths)
+    if problems:
+        raise UserError(_problem_report(dataset, problems))
     if spec.reference is None:
         units = list(range(len(items)))
     else:
         # spec datasets.md: references numbered in sorted name order, not directory-listing order
-        numbers = {name: u for u, name in enumerate(sorted({reference for _, _, reference in items}))}
-        units = [numbers[reference] for _, _, reference in items]
-    base = os.path.abspath(root)
-    return [Record(os.path.normpath(os.path.join(base, path)), label, unit)
-            for (path, label, _), unit in zip(items, units)]
+        numbers = {name: u for u, name in enumerate(sorted({reference for _, _, reference in items.values()}))}
+        units = [numbers[reference] for _, _, reference in items.values()]
+    return [Record(paths[index], label, unit) for (index, (_, label, _)), unit in zip(items.items(), units)]
+
+
+def _duplicate_images(dataset: str, file: Path, where: list[str], paths: Mapping[int, str]) -> list[str]:
+    """One problem per image path that more than one row names: it would have two labels, and could
+    fall on both sides of the train/test split."""
+    rows_of: dict[str, list[int]] = {}
+    for index, path in paths.items():
+        rows_of.setdefault(path, []).append(index)
+    return [f"{dataset}: {file} lists the image {path} {len(rows)} times ({', '.join(where[i] for i in rows)}); "
+            f"list each image once, with one score"
+            for path, rows in rows_of.items() if len(rows) > 1]
 
 
 def _option(dataset: str, options: Mapping[str, Any], name: str, default: Any, kind: type) -> Any:
     value = options.get(name, default)
-    valid = isinstance(value, bool) if kind is bool else isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool:
+        valid = isinstance(value, bool)
+    else:  # JSON's NaN and Infinity parse as floats, but no score scale ends there
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not valid:
-        raise UserError(f"{dataset}: option {name}={value!r} must be {'true or false' if kind is bool else 'a number'}")
+        raise UserError(f"{dataset}: option {name}={value!r} must be "
+                        f"{'true or false' if kind is bool else 'a finite number'}; fix it in the entry's \"options\"")
     return value
 
 

@@ -7,6 +7,7 @@ A missing file or column raises UserError naming the dataset, the file and what 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,33 +105,37 @@ def read_xlsx(path: str | os.PathLike, columns: Sequence[ColumnKey], dataset: st
     ]
 
 
-def _open_text(path: Path, dataset: str, expected: str):
+def _read_text(path: Path, dataset: str, expected: str) -> str:
+    """The whole text file: UTF-8, with or without a byte-order mark."""
     _require_file(path, dataset, expected)
-    return open(path, newline="", encoding="utf-8-sig")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:  # line breaks kept for the csv module
+            return file.read()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{dataset}: {path} is not UTF-8 text (byte {error.start} cannot be decoded); save it as "
+                        f"UTF-8 and rerun; expected {expected}") from None
+
+
+def _csv_reader(path: Path, dataset: str, expected: str) -> csv.DictReader:
+    return csv.DictReader(io.StringIO(_read_text(path, dataset, expected), newline=""))
 
 
 def csv_header(path: str | os.PathLike, dataset: str, expected: str) -> list[str]:
     """The column names of a CSV file."""
-    path = Path(path)
-    with _open_text(path, dataset, expected) as file:
-        return csv.DictReader(file).fieldnames or []
+    return _csv_reader(Path(path), dataset, expected).fieldnames or []
 
 
 def read_csv(path: str | os.PathLike, columns: Sequence[str], dataset: str, expected: str) -> list[LabelRow]:
     """Read named columns of a CSV file with a header line."""
     path = Path(path)
-    try:
-        with _open_text(path, dataset, expected) as file:
-            reader = csv.DictReader(file)
-            header = reader.fieldnames or []
-            missing = [c for c in columns if c not in header]
-            if missing:
-                names = ", ".join(f"'{c}'" for c in missing)
-                raise UserError(f"{dataset}: {path} has no column {names} (columns: {', '.join(header)}); "
-                                f"expected {expected}")
-            return [LabelRow(f"line {reader.line_num}", tuple(row[c] for c in columns)) for row in reader]
-    except UnicodeDecodeError:
-        raise UserError(f"{dataset}: {path} is not UTF-8 text; expected {expected}") from None
+    reader = _csv_reader(path, dataset, expected)
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        names = ", ".join(f"'{c}'" for c in missing)
+        raise UserError(f"{dataset}: {path} has no column {names} (columns: {', '.join(header)}); "
+                        f"expected {expected}")
+    return [LabelRow(f"line {reader.line_num}", tuple(row[c] for c in columns)) for row in reader]
 
 
 def read_txt(path: str | os.PathLike, fields: Sequence[int], dataset: str, expected: str) -> list[LabelRow]:
@@ -138,18 +143,15 @@ def read_txt(path: str | os.PathLike, fields: Sequence[int], dataset: str, expec
     path = Path(path)
     needed = max(fields) + 1
     rows = []
-    try:
-        with _open_text(path, dataset, expected) as file:
-            for number, line in enumerate(file, start=1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) < needed:
-                    raise UserError(f"{dataset}: {path} line {number} has {len(parts)} field(s), not {needed}; "
-                                    f"expected {expected}")
-                rows.append(LabelRow(f"line {number}", tuple(parts[i] for i in fields)))
-    except UnicodeDecodeError:
-        raise UserError(f"{dataset}: {path} is not UTF-8 text; expected {expected}") from None
+    text = io.StringIO(_read_text(path, dataset, expected), newline="")  # the line breaks open() knows
+    for number, line in enumerate(text, start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < needed:
+            raise UserError(f"{dataset}: {path} line {number} has {len(parts)} field(s), not {needed}; "
+                            f"expected {expected}")
+        rows.append(LabelRow(f"line {number}", tuple(parts[i] for i in fields)))
     return rows
 
 
