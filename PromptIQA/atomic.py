@@ -59,16 +59,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     disk raises UserError naming the file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            os.fchmod(fd, _plain_open_mode(path))  # mkstemp creates 0600, unreadable to anyone else
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, mode, **kwargs) as f:
+                os.fchmod(fd, _plain_open_mode(path))  # mkstemp creates 0600, unreadable to anyone else
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
         if _disk_full(error):
             raise UserError(f"{path}: the disk is full (no space left in {path.parent.resolve()}); "
                             "free some space or write to another disk, then rerun") from None

@@ -5,6 +5,7 @@ import errno
 import io
 import os
 import stat
+import tempfile
 
 import pytest
 import torch
@@ -42,6 +43,16 @@ def test_full_disk_is_reported_and_leaves_the_old_file(tmp_path, full_disk, writ
         write(path)
     assert str(path) in str(err.value) and str(tmp_path.resolve()) in str(err.value)
     assert [p.name for p in tmp_path.iterdir()] == ["out.file"] and path.read_text() == "previous"
+
+
+def test_full_disk_before_the_first_byte_is_reported(tmp_path, monkeypatch):
+    def no_room(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_room)
+    with pytest.raises(UserError, match="the disk is full") as err:
+        write_csv_atomic(tmp_path / "scores.csv", ["path", "score"], [])
+    assert str(tmp_path / "scores.csv") in str(err.value)
 
 
 def test_other_write_errors_keep_their_type(tmp_path, monkeypatch):
