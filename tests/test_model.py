@@ -7,7 +7,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from synthetic_checkpoint import OFFICIAL_KEYS
+from tools.make_parity_checkpoint import OFFICIAL_KEYS
 from PromptIQA.models import MAL, AttentionBlock, ModelConfig, PromptIQA
 from PromptIQA.models.promptiqa import quality_cnn
 
