@@ -31,7 +31,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from .atomic import write_csv_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data.datasets import read_dataset_as
-from .data.demo import MANIFEST, default_demo_root, demo_dataset_info
+from .data.demo import LABEL_DECIMALS, MANIFEST, default_demo_root, demo_dataset_info
 from .data.groups import select_prompts
 from .data.image import IMAGE_EXTENSIONS, read_image
 from .data.prompts import (
@@ -371,8 +371,9 @@ def demo_examples() -> list[Example]:
         test = sorted(test, key=lambda r: r.label)
         queries = [test[0].path, test[len(test) // 2].path, test[-1].path]
         direction = DEMO_DIRECTIONS.get(name, HIGHER)
-        examples.append(Example(f"{name} (demo data, {direction})", [r.path for r in prompts],
-                                [r.label for r in prompts], queries, (0.0, 1.0), direction))
+        scores = [round(r.label, LABEL_DECIMALS) for r in prompts]  # the label file's digits, without float noise
+        examples.append(Example(f"{name} (demo data, {direction})", [r.path for r in prompts], scores, queries,
+                                (0.0, 1.0), direction))
     return examples
 
 

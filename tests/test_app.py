@@ -244,9 +244,6 @@ def test_browser_scores_an_example_and_an_upload_with_the_right_colours(server, 
 
     page = browser.new_page(viewport={"width": 1400, "height": 1250})
     page.goto(server.url)
-    page.locator("#score-button").click()
-    expect(page.get_by_text("no image-score pairs")).to_be_visible(timeout=30_000)  # bad input: a message
-
     page.get_by_text("Example1: CSIQ DMOS").click()
     expect(page.locator("#isp-table")).to_contain_text("1600.BLUR.5.png")
     expect(page.locator("#results")).not_to_contain_text("cactus.png")  # an example never fills the output
@@ -267,6 +264,21 @@ def test_browser_scores_an_example_and_an_upload_with_the_right_colours(server, 
     expected, with_swapped_channels = reference_scores(scorer, [str(upload), str(swapped)])
     assert abs(with_swapped_channels - expected) > 1e-4  # the check below can tell the channel order
     assert abs(page_score(page, "red.png") - expected) <= TOLERANCE
+    page.close()
+
+
+def test_browser_shows_bad_input_in_the_page(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(server.url)
+    page.locator("#score-button").click()
+    expect(page.get_by_text("no image-score pairs")).to_be_visible(timeout=30_000)
+    page.get_by_text("Example7: LIVE Challenge MOS").click()
+    expect(page.locator("#isp-table")).to_contain_text("197.bmp")
+    page.get_by_label("Score range: high").fill("0.5")  # Example7 has scores up to 0.8206
+    page.locator("#score-button").click()
+    expect(page.get_by_text("score 0.6108 is outside the score range [0, 0.5]")).to_be_visible(timeout=30_000)
     page.close()
 
 
@@ -293,3 +305,24 @@ def test_page_without_a_checkpoint_explains_and_takes_a_path(browser, small_chec
         page.close()
     finally:
         app.stop()
+
+
+def test_no_demo_examples_before_the_demo_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
+    assert webapp.demo_examples() == []
+
+
+@pytest.mark.slow
+def test_demo_prompt_sets_become_examples_once_the_demo_is_built(tmp_path, monkeypatch):
+    from PromptIQA.data.demo import build_demo
+
+    monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
+    build_demo()
+    examples = {e.label.split()[0]: e for e in webapp.demo_examples()}
+    assert set(examples) == {"demo_kadid", "demo_csiq"}
+    assert examples["demo_kadid"].direction == webapp.HIGHER and examples["demo_csiq"].direction == webapp.LOWER
+    for example in examples.values():
+        assert len(example.isp_paths) == webapp.PUBLISHED_PROMPT_NUM and len(example.queries) == 3
+        assert example.isp_scores == sorted(example.isp_scores) and 0 <= min(example.isp_scores) < max(example.isp_scores) <= 1
+        assert all(Path(p).is_file() for p in [*example.isp_paths, *example.queries])
+        assert not set(example.isp_paths) & set(example.queries)
