@@ -61,7 +61,7 @@ DEMO_SEED = 2024  # the training default: its split and "fixed" prompts are the 
 
 HOW_TO_GET_A_CHECKPOINT = f"""**No model is loaded yet.** Get a checkpoint in one of two ways:
 
-- the published `best_model.pth.tar` (see the README for the download link), placed at
+- the published `best_model.pth.tar` (released with the PromptIQA paper), placed at
   `{DEFAULT_CHECKPOINT}`; restart the app or give that path below;
 - a small model trained here on the built-in demo data: `python train.py --demo` (minutes on a
   CPU), then give `runs/demo/best.pth.tar` below.
@@ -354,7 +354,7 @@ def bundled_examples() -> list[Example]:
     csiq, livec = EXAMPLES_DIR / "Example1", EXAMPLES_DIR / "Example7"
     return [
         example_from_prompt_file("Example1: CSIQ DMOS, lower is better", csiq, LOWER),
-        example_from_prompt_file("Example2: Example1's ISPs reversed", csiq, LOWER, reverse=True),
+        example_from_prompt_file("Example2: Example1's ISPs reversed (higher is better)", csiq, LOWER, reverse=True),
         example_from_prompt_file("Example7: LIVE Challenge MOS, higher is better", livec, HIGHER),
     ]
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, write_image
 from PromptIQA.checkpoint import load_model, save_checkpoint
 from PromptIQA import webapp
 from PromptIQA.commands import app as app_cli
@@ -180,6 +180,19 @@ def test_page_scores_on_the_score_range_reversed_with_csv(scorer, prompt_dir, tm
     assert [r[0] for r in rows[1:]] == ["query.jpg", "p0.png"]
     assert np.allclose([float(r[1]) for r in rows[1:]], expected, rtol=0, atol=TOLERANCE)
     assert cv2.imread(str(result.picture_path)) is not None
+
+
+@pytest.mark.parametrize("count", [1, pytest.param(33, marks=pytest.mark.slow)])
+def test_any_number_of_isps(scorer, tmp_path, count):
+    uploads = [str(write_image(tmp_path / f"isp{i}.png", seed=i, size=(24, 24))) for i in range(count)]
+    query = str(write_image(tmp_path / "query.png", seed=99))
+    pairs = [(Path(p).name, i / count) for i, p in enumerate(uploads)]
+    prompt_set = webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 1.0), "table")
+    result = webapp.score_page_request(webapp.LoadedModel(scorer, "small"), prompt_set, False, [query],
+                                       (0.0, 1.0), webapp.HIGHER, tmp_path)
+    expected = scorer.score_images([query], scorer.encode_prompts(uploads, [s for _, s in pairs]))[0]
+    assert abs(result.rows[0][1] - expected) <= TOLERANCE
+    assert f"against {count} ISP(s) (the published model was trained with 10)" in result.summary
 
 
 # ---------------------------------------------------------------- the server, called by scripts
