@@ -193,6 +193,17 @@ def test_any_number_of_isps(scorer, tmp_path, count):
     assert f"against {count} ISP(s) (the published model was trained with 10)" in result.summary
 
 
+def test_prompt_sets_are_cached_by_content_scores_and_reverse(scorer, tmp_path):
+    first = [str(write_image(tmp_path / "a" / f"p{i}.png", seed=i, size=(24, 24))) for i in range(2)]
+    copies = [shutil.copy(p, tmp_path / f"copy{i}.png") for i, p in enumerate(first)]
+    model = webapp.LoadedModel(scorer, "small")
+    encoded = model.encode(PromptSet(tuple(first), (0.2, 0.8)), False)
+    assert model.encode(PromptSet(tuple(map(str, copies)), (0.2, 0.8)), False) is encoded  # same bytes elsewhere
+    assert model.encode(PromptSet(tuple(first), (0.2, 0.9)), False) is not encoded
+    assert torch.equal(model.encode(PromptSet(tuple(first), (0.2, 0.8)), True),
+                       scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8)).reversed()))
+
+
 # ---------------------------------------------------------------- the server, called by scripts
 
 
