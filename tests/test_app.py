@@ -1,0 +1,350 @@
+"""The web demo: its scoring functions in-process, then `python app.py` as a real server, called with
+gradio_client on the named `/score` endpoint and driven in headless Chromium through Playwright."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import EXAMPLES, ROOT, write_image
+from PromptIQA.checkpoint import load_model, save_checkpoint
+from PromptIQA import webapp
+from PromptIQA.commands import app as app_cli
+from PromptIQA.commands.common import run_main
+from PromptIQA.data.prompts import PromptSet, read_prompt_file
+from PromptIQA.errors import UserError
+from PromptIQA.inference import Scorer
+from PromptIQA.models import ModelConfig, PromptIQA
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+EXAMPLE1 = EXAMPLES / "Example1"
+ISP_IMAGES = sorted(str(p) for p in (EXAMPLE1 / "ISPP").iterdir())
+TOLERANCE = 1e-6
+SMALL = ModelConfig(backbone="vit_tiny_patch16_224", img_size=64)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """`python app.py ...` in a subprocess on a free port of 127.0.0.1, its output in a log file."""
+
+    def __init__(self, args: list[str], log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = log
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+        with open(log, "w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "app.py", *args, "--device", "cpu", "--port", str(self.port)],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+            )
+
+    def wait_until_serving(self, limit_s: float = 180) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"app.py exited with {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        pytest.fail(f"app.py did not answer on {self.url}:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A random tiny network at 64 px: the server and the reference score the same weights, fast."""
+    torch.manual_seed(0)
+    model = PromptIQA(SMALL)
+    path = tmp_path_factory.mktemp("checkpoint") / "small.pth.tar"
+    save_checkpoint({"model": model.state_dict(), "model_config": SMALL.to_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(small_checkpoint, tmp_path_factory):
+    app = AppServer(["--checkpoint", str(small_checkpoint)], tmp_path_factory.mktemp("app") / "server.log")
+    try:
+        app.wait_until_serving()
+        yield app
+    finally:
+        app.stop()
+
+
+@pytest.fixture(scope="module")
+def scorer(small_checkpoint) -> Scorer:
+    return Scorer(load_model(small_checkpoint))
+
+
+def reference_scores(scorer: Scorer, queries: list[str]) -> np.ndarray:
+    """What test.py's code path gives for Example1's prompts and these files."""
+    return scorer.score_images(queries, scorer.encode_prompt_set(read_prompt_file(EXAMPLE1 / "prompts.json")))
+
+
+def red_image(path: Path) -> Path:
+    """A strongly red picture: scoring it with swapped colour channels gives another score."""
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[..., 2] = np.linspace(120, 255, 64, dtype=np.uint8)[None, :]  # OpenCV writes BGR: channel 2 is red
+    image[..., 1] = 30
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+# ---------------------------------------------------------------- in-process: the scoring functions
+
+
+def test_command_line_errors_exit_2_without_traceback(capsys):
+    assert run_main(app_cli.main, ["--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+    assert run_main(app_cli.main, ["--device", "tpu"]) == 2
+    assert "--device tpu" in capsys.readouterr().err
+
+
+def test_rows_are_matched_to_uploads_by_file_name_and_mapped_from_the_score_range(prompt_dir):
+    uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
+    pairs = [("isp/p2.png", 50), ("p0.png", "0"), ("some/other/folder\\p1.png", 100.0), ("p3.png", 25)]
+    prompt_set = webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "table")
+    assert [Path(p).name for p in prompt_set.paths] == ["p2.png", "p0.png", "p1.png", "p3.png"]
+    assert prompt_set.scores == (0.5, 0.0, 1.0, 0.25)
+
+
+@pytest.mark.parametrize(
+    "pairs, uploaded, message",
+    [
+        ([], 4, "no image-score pairs"),
+        ([("p0.png", 120), ("p1.png", 1), ("p2.png", 1), ("p3.png", 1)], 4, "p0.png): score 120 is outside"),
+        ([("p0.png", "good"), ("p1.png", 1), ("p2.png", 1), ("p3.png", 1)], 4, "'good' is not a number"),
+        ([("p0.png", None), ("p1.png", 1), ("p2.png", 1), ("p3.png", 1)], 4, "p0.png): no score"),
+        ([("p0.png", 1), ("p1.png", 1), ("p2.png", 1), ("p3.png", 1)], 3, "row 4 (p3.png): no uploaded ISP image"),
+        ([("p0.png", 1), ("p1.png", 1)], 4, "p2.png, p3.png uploaded but not in any row"),
+        ([("p0.png", 1), ("p0.png", 2), ("p1.png", 1), ("p2.png", 1), ("p3.png", 1)], 4, "already in an earlier row"),
+    ],
+)
+def test_bad_prompt_rows_name_the_row_and_the_fix(prompt_dir, pairs, uploaded, message):
+    uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())][:uploaded]
+    with pytest.raises(UserError, match=re.escape(message)):
+        webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "ISP table")
+
+
+def test_table_keeps_scores_and_adds_rows_for_new_uploads(prompt_dir):
+    uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
+    table = webapp.table_after_upload(uploads[:2], [["p1.png", 0.3], ["gone.png", None], ["kept.png", 0.9]])
+    assert table == [["p1.png", 0.3], ["kept.png", 0.9], ["p0.png", None]]
+
+
+def test_page_scores_on_the_score_range_reversed_with_csv(scorer, prompt_dir, tmp_path):
+    uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
+    queries = [str(prompt_dir / "query.jpg"), uploads[0]]
+    raw_scores = [10, 30, 50, 70]  # on [0, 100]: the unit scores 0.1 ... 0.7
+    prompt_set = webapp.prompt_set_from_pairs(
+        [(Path(p).name, s) for p, s in zip(uploads, raw_scores)], uploads, (0.0, 100.0), "table")
+    model = webapp.LoadedModel(scorer, "small")
+    result = webapp.score_page_request(model, prompt_set, True, queries, (0.0, 100.0), webapp.LOWER, tmp_path)
+
+    unit = PromptSet(tuple(uploads), (0.1, 0.3, 0.5, 0.7)).reversed()
+    expected = 100 * scorer.score_images(queries, scorer.encode_prompt_set(unit)).astype(np.float64)
+    assert np.allclose([score for _, score in result.rows], expected, rtol=0, atol=TOLERANCE)
+    assert "higher is better" in result.table_label and "[0, 100]" in result.table_label  # reversed DMOS
+    with open(result.csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image", "score"]
+    assert [r[0] for r in rows[1:]] == ["query.jpg", "p0.png"]
+    assert np.allclose([float(r[1]) for r in rows[1:]], expected, rtol=0, atol=TOLERANCE)
+    assert cv2.imread(str(result.picture_path)) is not None
+
+
+@pytest.mark.parametrize("count", [1, pytest.param(33, marks=pytest.mark.slow)])
+def test_any_number_of_isps(scorer, tmp_path, count):
+    uploads = [str(write_image(tmp_path / f"isp{i}.png", seed=i, size=(24, 24))) for i in range(count)]
+    query = str(write_image(tmp_path / "query.png", seed=99))
+    pairs = [(Path(p).name, i / count) for i, p in enumerate(uploads)]
+    prompt_set = webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 1.0), "table")
+    result = webapp.score_page_request(webapp.LoadedModel(scorer, "small"), prompt_set, False, [query],
+                                       (0.0, 1.0), webapp.HIGHER, tmp_path)
+    expected = scorer.score_images([query], scorer.encode_prompts(uploads, [s for _, s in pairs]))[0]
+    assert abs(result.rows[0][1] - expected) <= TOLERANCE
+    assert f"against {count} ISP(s) (the published model was trained with 10)" in result.summary
+
+
+def test_prompt_sets_are_cached_by_content_scores_and_reverse(scorer, tmp_path):
+    first = [str(write_image(tmp_path / "a" / f"p{i}.png", seed=i, size=(24, 24))) for i in range(2)]
+    copies = [shutil.copy(p, tmp_path / f"copy{i}.png") for i, p in enumerate(first)]
+    model = webapp.LoadedModel(scorer, "small")
+    encoded = model.encode(PromptSet(tuple(first), (0.2, 0.8)), False)
+    assert model.encode(PromptSet(tuple(map(str, copies)), (0.2, 0.8)), False) is encoded  # same bytes elsewhere
+    assert model.encode(PromptSet(tuple(first), (0.2, 0.9)), False) is not encoded
+    assert torch.equal(model.encode(PromptSet(tuple(first), (0.2, 0.8)), True),
+                       scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8)).reversed()))
+
+
+# ---------------------------------------------------------------- the server, called by scripts
+
+
+def test_score_endpoint_equals_scorer_on_the_same_files(server, scorer):
+    from gradio_client import Client, handle_file
+
+    queries = [str(EXAMPLE1 / "cactus.png"), str(EXAMPLES / "Example7" / "198.bmp")]
+    result = Client(server.url, verbose=False).predict(
+        handle_file(str(EXAMPLE1 / "prompts.json")), [handle_file(p) for p in ISP_IMAGES],
+        [handle_file(q) for q in queries], api_name="/score",
+    )
+    assert [row[0] for row in result["data"]] == ["cactus.png", "198.bmp"]
+    served = np.array([row[1] for row in result["data"]])
+    assert np.abs(served - reference_scores(scorer, queries)).max() <= TOLERANCE
+
+
+def test_corrupt_image_is_named_and_the_server_keeps_serving(server, scorer, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    broken = tmp_path / "broken_query.png"
+    broken.write_bytes((EXAMPLE1 / "cactus.png").read_bytes()[:2000])
+    client = Client(server.url, verbose=False)
+    prompts, isps = handle_file(str(EXAMPLE1 / "prompts.json")), [handle_file(p) for p in ISP_IMAGES]
+    with pytest.raises(AppError, match="broken_query.png: the image is truncated"):
+        client.predict(prompts, isps, [handle_file(str(broken))], api_name="/score")
+    with pytest.raises(AppError, match="no uploaded ISP image has this name"):
+        client.predict(prompts, isps[:-1], [handle_file(str(EXAMPLE1 / "cactus.png"))], api_name="/score")
+    result = client.predict(prompts, isps, [handle_file(str(EXAMPLE1 / "cactus.png"))], api_name="/score")
+    assert abs(result["data"][0][1] - reference_scores(scorer, [str(EXAMPLE1 / "cactus.png")])[0]) <= TOLERANCE
+
+
+# ---------------------------------------------------------------- the page, in a real browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium on this machine (CI installs Debian's chromium package)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def page_score(page, image_name: str) -> float:
+    """The score the results table shows for `image_name`, once it is there."""
+    from playwright.sync_api import expect
+
+    results = page.locator("#results")
+    expect(results).to_contain_text(image_name, timeout=60_000)
+    match = re.search(rf"{re.escape(image_name)}\s+(-?[0-9.]+)", results.inner_text())
+    assert match, results.inner_text()
+    return float(match.group(1))
+
+
+def test_browser_scores_an_example_and_an_upload_with_the_right_colours(server, browser, scorer, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1250})
+    page.goto(server.url)
+    page.get_by_text("Example1: CSIQ DMOS").click()
+    expect(page.locator("#isp-table")).to_contain_text("1600.BLUR.5.png")
+    expect(page.locator("#results")).not_to_contain_text("cactus.png")  # an example never fills the output
+    page.locator("#score-button").click()
+    shown = page_score(page, "cactus.png")
+    assert abs(shown - reference_scores(scorer, [str(EXAMPLE1 / "cactus.png")])[0]) <= TOLERANCE
+    expect(page.locator("#summary")).to_contain_text("lower is better")
+    if os.environ.get("PROMPTIQA_SCREENSHOT"):
+        expect(page.locator("#placement img")).to_be_visible()
+        page.screenshot(path=os.environ["PROMPTIQA_SCREENSHOT"], full_page=True)
+
+    upload = red_image(tmp_path / "red.png")
+    swapped = tmp_path / "swapped.png"
+    cv2.imwrite(str(swapped), cv2.imread(str(upload))[..., ::-1])
+    page.locator("#queries input[type=file]").set_input_files(str(upload))
+    expect(page.locator("#queries")).to_contain_text("red.png")
+    page.locator("#score-button").click()
+    expected, with_swapped_channels = reference_scores(scorer, [str(upload), str(swapped)])
+    assert abs(with_swapped_channels - expected) > 1e-4  # the check below can tell the channel order
+    assert abs(page_score(page, "red.png") - expected) <= TOLERANCE
+    page.close()
+
+
+def test_browser_shows_bad_input_in_the_page(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(server.url)
+    page.locator("#score-button").click()
+    expect(page.get_by_text("no image-score pairs")).to_be_visible(timeout=30_000)
+    page.get_by_text("Example7: LIVE Challenge MOS").click()
+    expect(page.locator("#isp-table")).to_contain_text("197.bmp")
+    page.get_by_label("Score range: high").fill("0.5")  # Example7 has scores up to 0.8206
+    page.locator("#score-button").click()
+    expect(page.get_by_text("score 0.6108 is outside the score range [0, 0.5]")).to_be_visible(timeout=30_000)
+    page.close()
+
+
+def test_page_without_a_checkpoint_explains_and_takes_a_path(browser, small_checkpoint, tmp_path):
+    app = AppServer(["--checkpoint", str(tmp_path / "missing.pth.tar")], tmp_path / "server.log")
+    try:
+        app.wait_until_serving()
+        from playwright.sync_api import expect
+
+        page = browser.new_page()
+        page.goto(app.url)
+        status = page.locator("#model-status")
+        expect(status).to_contain_text("No model is loaded yet", timeout=30_000)
+        expect(status).to_contain_text("python train.py --demo")
+        expect(status).to_contain_text("best_model.pth.tar")
+        path = page.locator("#checkpoint-path textarea")
+        path.fill(str(tmp_path / "still-missing.pth.tar"))
+        page.locator("#load-button").click()
+        expect(page.get_by_text("still-missing.pth.tar: file not found")).to_be_visible(timeout=30_000)
+        path.fill(str(small_checkpoint))
+        page.locator("#load-button").click()
+        expect(status).to_contain_text("Model:", timeout=60_000)
+        expect(status).to_contain_text("vit_tiny_patch16_224")
+        page.close()
+    finally:
+        app.stop()
+
+
+def test_no_demo_examples_before_the_demo_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
+    assert webapp.demo_examples() == []
+
+
+@pytest.mark.slow
+def test_demo_prompt_sets_become_examples_once_the_demo_is_built(tmp_path, monkeypatch):
+    from PromptIQA.data.demo import build_demo
+
+    monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
+    build_demo()
+    examples = {e.label.split()[0]: e for e in webapp.demo_examples()}
+    assert set(examples) == {"demo_kadid", "demo_csiq"}
+    assert examples["demo_kadid"].direction == webapp.HIGHER and examples["demo_csiq"].direction == webapp.LOWER
+    for example in examples.values():
+        assert len(example.isp_paths) == webapp.PUBLISHED_PROMPT_NUM and len(example.queries) == 3
+        assert example.isp_scores == sorted(example.isp_scores) and 0 <= min(example.isp_scores) < max(example.isp_scores) <= 1
+        assert all(Path(p).is_file() for p in [*example.isp_paths, *example.queries])
+        assert not set(example.isp_paths) & set(example.queries)
