@@ -31,7 +31,8 @@ def test_default_network_has_published_keys_in_order():
 def test_default_head_is_the_published_one():
     with torch.device("meta"):
         model = PromptIQA()
-    assert model.layout.grid == 28 and model.layout.dim == 768
+    assert model.layout.grid == 28 and model.layout.dim == 768 and model.layout.num_heads == 12
+    assert model.feature_indices == [2, 5, 8, 11]
     assert [b.norm1.eps for b in model.blocks] == [1e-6] * 8
     assert [b.norm1.eps for b in model.i_p_fusion] + [model.block.norm1.eps, model.norm.eps] == [1e-5] * 5
     assert model.blocks[0].attn.qkv.bias is not None and model.prompt_fusion[0].attn.qkv.bias is None

@@ -13,12 +13,11 @@ from .backbone import (
     DEFAULT_BACKBONE,
     CNNFeatureMaps,
     FeatureLayout,
-    create_timm_model,
-    is_vit,
+    build_backbone,
+    isotropic_maps,
     load_backbone_weights,
+    materialize_buffers,
     resolve_pretrained,
-    vit_feature_maps,
-    vit_layout,
 )
 from .mal import MAL
 
@@ -82,22 +81,26 @@ class PromptIQA(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig(), pretrained: str | os.PathLike | None = None):
         super().__init__()
         self.config = config
-        body = create_timm_model(config.backbone, config.img_size)
+        backbone = build_backbone(config.backbone, config.img_size)
         weights = resolve_pretrained(pretrained, config.backbone)
         if weights is not None:
-            load_backbone_weights(body, weights)
-        if is_vit(body):
-            self.vit, self.cnn_backbone = body, None
-            layout = vit_layout(body)
+            load_backbone_weights(backbone.model, weights)
+        # Isotropic backbones sit under `vit`, the published checkpoint's prefix.
+        if backbone.isotropic:
+            self.vit, self.cnn_backbone = backbone.model, None
+            prefix = "vit."
         else:
-            self.vit, self.cnn_backbone = None, CNNFeatureMaps(body, config.img_size)
-            layout = self.cnn_backbone.layout
-        self.layout: FeatureLayout = layout
-        d, s = layout.dim, layout.grid
+            self.vit, self.cnn_backbone = None, CNNFeatureMaps(backbone)
+            prefix = "cnn_backbone.body."
+        self.feature_indices = backbone.indices
+        self.layout: FeatureLayout = backbone.layout
+        # Weights of pruned norms/heads, found in checkpoints written before they were pruned.
+        self.pruned_keys = frozenset(prefix + key for key in backbone.pruned_keys)
+        d, s = self.layout.dim, self.layout.grid
 
         self.MALs = nn.ModuleList(MAL(d, 4, s) for _ in range(3))
         self.fusion_mal = MAL(d, 3, s)
-        self.block = Block(d, layout.num_heads, qkv_bias=False, norm_layer=LayerNormHead)
+        self.block = Block(d, self.layout.num_heads, qkv_bias=False, norm_layer=LayerNormHead)
         self.cnn = quality_cnn(d, s)
 
         self.i_p_fusion = head_blocks(3, qkv_bias=False)
@@ -113,14 +116,22 @@ class PromptIQA(nn.Module):
     def prompt_num(self) -> int:
         return self.config.prompt_num
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The timm model the feature maps come from."""
+        return self.vit if self.vit is not None else self.cnn_backbone.body
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the backbone's activations in the backward pass (less memory, more time)."""
-        body = self.vit if self.vit is not None else self.cnn_backbone.body
-        body.set_grad_checkpointing(enable)
+        self.backbone.set_grad_checkpointing(enable)
+
+    def materialize_buffers(self) -> None:
+        """Fill the backbone's non-persistent buffers after building on the meta device and loading."""
+        materialize_buffers(self.backbone, self.config.backbone, self.config.img_size)
 
     def backbone_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self.vit is not None:
-            return vit_feature_maps(self.vit, images)
+            return isotropic_maps(self.vit, self.feature_indices, images)
         return self.cnn_backbone(images)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
