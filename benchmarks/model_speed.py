@@ -3,9 +3,9 @@
 Rows: fp32 eager (the published numerics, the baseline), tf32 (CUDA only), bf16 autocast, and
 bf16 + torch.compile. Columns: training images/s (groups of --group images, forward + backward +
 Adam step, L1 loss in fp32), scoring images/s (prompts encoded once, batches of --score-batch through
-Scorer), peak memory of each, the ratio to the fp32 row, and MFU: the FLOP rate reached (FLOPs
-counted by torch's FlopCounterMode) over the best dense matmul rate measured in the same run.
-Random weights, synthetic inputs.
+Scorer), the ratio to the first row, MFU (the FLOP rate reached, FLOPs counted by torch's
+FlopCounterMode, over the best dense matmul rate measured in the same run), CUDA peak memory, and
+the warm-up time (which includes any compilation). Random weights, synthetic inputs.
 
     python -m benchmarks.model_speed --device cpu --backbone vit_tiny_patch16_224   (a few minutes)
     python -m benchmarks.model_speed --device cuda                                  (full model)
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,38 +61,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 @contextmanager
-def peak_memory(device: torch.device, result: list[int | None]) -> Iterator[None]:
-    """Appends the peak memory of the block: CUDA max_memory_allocated, or on the CPU the highest
-    resident set size above the level at entry (sampled every 2 ms; None where /proc is missing)."""
+def cuda_peak_memory(device: torch.device, result: list[int | None]) -> Iterator[None]:
+    """Appends CUDA's max_memory_allocated over the block; None on the CPU, where freed memory stays
+    with the process and a resident-size delta would show the first measure only."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        yield
-        result.append(torch.cuda.max_memory_allocated(device))
-        return
-    if not os.path.exists("/proc/self/statm"):
-        yield
-        result.append(None)
-        return
-    start, peak, done = current_rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.002):
-            peak[0] = max(peak[0], current_rss())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield
-    finally:
-        done.set()
-        sampler.join()
-        result.append(max(peak[0], current_rss()) - start)
+    yield
+    result.append(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
 
 
 def timed(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> tuple[float, float]:
@@ -161,7 +135,7 @@ def train_speed(row: Row, base: PromptIQA, args: argparse.Namespace, device: tor
         optimizer.step()
 
     peak: list[int | None] = []
-    with peak_memory(device, peak):
+    with cuda_peak_memory(device, peak):
         warm, seconds = timed(step, device, args.warmup, args.steps)
     return Speed(args.group / seconds, peak[0], warm)
 
@@ -171,7 +145,7 @@ def score_speed(row: Row, base: PromptIQA, args: argparse.Namespace, device: tor
     prompts = scorer.encode_prompts(images(PROMPTS, args, device), torch.rand(PROMPTS))
     batch = images(args.score_batch, args, device)
     peak: list[int | None] = []
-    with peak_memory(device, peak):
+    with cuda_peak_memory(device, peak):
         warm, seconds = timed(lambda: scorer.score_images(batch, prompts), device, args.warmup, args.steps)
     return Speed(args.score_batch / seconds, peak[0], warm)
 
@@ -211,7 +185,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--group", type=int, default=PROMPTS + 1, help="training group: a query and its prompts")
     parser.add_argument("--score-batch", type=int, help="scoring batch; default 64 on CUDA, 16 on CPU")
     parser.add_argument(
-        "--rows", default="fp32,tf32,bf16,bf16+compile", help=f"comma-separated, of {', '.join(ROWS)} (tf32: CUDA only)"
+        "--rows",
+        help=f"comma-separated, of {', '.join(ROWS)}; default all on CUDA, fp32,bf16 on CPU "
+        "(compiling the training step there takes many minutes); tf32 is CUDA only",
     )
     args = parser.parse_args(argv)
     try:
@@ -223,6 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.steps = args.steps or (20 if cuda else 3)
     args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     args.score_batch = args.score_batch or (64 if cuda else 16)
+    args.rows = args.rows or (",".join(ROWS) if cuda else "fp32,bf16")
     unknown = [name for name in args.rows.split(",") if name not in ROWS]
     if unknown:
         parser.error(f"--rows: unknown {', '.join(unknown)}; choose from {', '.join(ROWS)}")
@@ -276,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"{row.label:<16} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths[1:])), flush=True)
     if device.type == "cpu":
-        print("\nCPU memory: peak resident set above the level before each measure; tf32 rows are CUDA only.")
+        print("\nOn the CPU: no peak memory (n/a); tf32 rows are CUDA only.")
 
 
 if __name__ == "__main__":
