@@ -157,7 +157,9 @@ class PromptIQA(nn.Module):
             prompts = self.prompt_fusion(prompts)
         tokens = torch.cat([features.unsqueeze(1), prompts], dim=1)
         tokens = self.norm(self.blocks(tokens))
-        return self.score_block(tokens)[:, 0, 0]
+        # The score head runs in fp32 under autocast: a bf16 output would round scores to 1/256.
+        with torch.autocast(tokens.device.type, enabled=False):
+            return self.score_block(tokens.float())[:, 0, 0]
 
     def encode_prompts(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """ISP images (n, 3, H, W) with scores (n,) in [0, 1] -> prompt vectors (n, 128)."""
