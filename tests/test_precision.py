@@ -140,6 +140,7 @@ def test_a_failing_compilation_becomes_a_user_error():
             compiled(torch.randn(3, 2))
 
 
+@needs_cuda  # inductor's CPU compilation of the network takes tens of minutes on a small CPU
 @pytest.mark.slow
 def test_compiled_scorer_matches_eager():
     model = small_model().eval()
