@@ -143,8 +143,8 @@ def test_a_failing_compilation_becomes_a_user_error():
 @needs_cuda  # inductor's CPU compilation of the network takes tens of minutes on a small CPU
 @pytest.mark.slow
 def test_compiled_scorer_matches_eager():
-    model = small_model().eval()
-    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    model = small_model().eval().cuda()
+    images = torch.rand(4, 3, 64, 64, device="cuda") * 2 - 1
     eager = Scorer(model, batch_size=4)
     compiled = Scorer(model, batch_size=4, compile=True)
     prompts = eager.encode_prompts(images[:3], [0.2, 0.4, 0.8])
