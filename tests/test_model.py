@@ -80,7 +80,7 @@ def test_prediction_depends_on_prompt_scores(model):
 
 
 def published_attention_block(block: AttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """The published formula, written independently (model.md 2, eval mode)."""
+    """The published formula, written independently (docs/model.md 2.3, 2.6, eval mode)."""
     b, r, d = x.shape
     attn = torch.softmax(block.c_q(x) @ block.c_k(x).transpose(-1, -2) * d**-0.5, dim=-1)
     return (attn @ block.c_v(x)).permute(0, 2, 1).contiguous().view(b, r, d) + x

@@ -4,7 +4,7 @@ Sixteen photos bundled with scikit-image give the content. Each demo dataset tak
 square crop (random position and scale) of every photo, SIZE x SIZE px, and distorts it with six
 distortions at five levels each: Gaussian blur, JPEG, white noise, contrast reduction, brightening
 and darkening (30 images per photo and dataset). Three requirements are labelled, one per dataset,
-each written in a real dataset's on-disk layout so the ordinary readers load it (spec: datasets.md):
+each written in a real dataset's on-disk layout so the ordinary readers load it (docs/datasets.md):
 
 - ``demo_kadid`` (reader ``kadid``), quality: full-reference SSIM against the crop,
   q = clip(SSIM, 0, 1), written as KADID's ``dmos`` s = 1 + 5q so that (s - 1) / 5 gives q.

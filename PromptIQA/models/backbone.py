@@ -149,7 +149,7 @@ def materialize_buffers(model: nn.Module, name: str, img_size: int) -> None:
 
 
 def isotropic_maps(backbone: nn.Module, indices: list[int], images: torch.Tensor) -> list[torch.Tensor]:
-    """Patch tokens of the chosen blocks as (B, D, S, S) maps, prefix tokens dropped (model.md 1)."""
+    """Patch tokens of the chosen blocks as (B, D, S, S) maps, prefix tokens dropped (docs/model.md 1)."""
     return backbone.forward_intermediates(images, indices=indices, output_fmt="NCHW", intermediates_only=True)
 
 

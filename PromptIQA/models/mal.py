@@ -1,4 +1,4 @@
-"""Multi-view attention learning (MAL), the feature fusion of PromptIQA (spec: model.md, section 2).
+"""Multi-view attention learning (MAL), the feature fusion of PromptIQA (docs/model.md, section 2).
 
 Parameter names (`attention_module`, `qConv`, `c_q`, ...) are those of the published checkpoint.
 """
@@ -63,7 +63,7 @@ class AttentionBlock(nn.Module):
             y = fused_attention(q, k, v, self.scale)
         else:
             y = torch.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1) @ v
-        # Quirk (model.md 2): (B, d, R) memory re-read as (B, R, d), not a transpose back.
+        # Quirk (docs/model.md 2.6): (B, d, R) memory re-read as (B, R, d), not a transpose back.
         y = y.transpose(1, 2).reshape(x.shape)
         return self.drop(y) + x
 
@@ -84,7 +84,7 @@ class MAL(nn.Module):
         b, f, d = x.shape[:3]
         x = x.reshape(b, f * d, -1)  # (B, F*D, N), channel f*D + c
         n = x.shape[-1]
-        # Quirk (model.md 2.3): the channel axis is regrouped as (D, F), F the faster index.
+        # Quirk (docs/model.md 2.3): the channel axis is regrouped as (D, F), F the faster index.
         by_feature = self.feature_attention(x.reshape(b, d, f * n)).reshape(b, f * d, n)
         by_channel = self.channel_attention(x.transpose(1, 2)).transpose(1, 2)
         fused = (by_feature + by_channel) / 2

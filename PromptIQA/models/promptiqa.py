@@ -1,4 +1,4 @@
-"""The PromptIQA network (spec: model.md). Attribute names are the published checkpoint's keys."""
+"""The PromptIQA network (docs/model.md). Attribute names are the published checkpoint's keys."""
 from __future__ import annotations
 
 import os
@@ -23,7 +23,7 @@ from .mal import MAL
 
 PROMPT_DIM = 128
 # The published head blocks were built with torch's LayerNorm default (eps 1e-5) except `blocks`
-# (1e-6); timm's Block default changed, so both are passed explicitly (model.md 3, 4).
+# (1e-6); timm's Block default changed, so both are passed explicitly (docs/model.md 3, 4.2; why: 7).
 LayerNormHead = partial(nn.LayerNorm, eps=1e-5)
 LayerNormScorer = partial(nn.LayerNorm, eps=1e-6)
 
@@ -170,7 +170,7 @@ class PromptIQA(nn.Module):
         return self.score_features(self.image_features(images), prompts)
 
     def forward(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Training step (model.md 4): image i is scored against the other B - 1 ISPs, in batch order."""
+        """Training step (docs/model.md 4.3): image i is scored against the other B - 1 ISPs, in batch order."""
         features = self.image_features(images)
         prompts = self.prompt_vectors(features, scores)
         b = features.shape[0]
