@@ -107,6 +107,7 @@ def model_from_checkpoint(
     The backbone and image size come from the checkpoint when it records them (this project's
     checkpoints do); the published checkpoint does not, so the published defaults apply. The
     top-level `prompt_num` (the published format's) wins over the saved model configuration.
+    Weights of backbone norms/heads that the network prunes (never used by it) are left out.
     """
     config = ModelConfig.from_dict(ckpt.get("model_config") or {})
     config = replace(
@@ -117,7 +118,9 @@ def model_from_checkpoint(
     )
     with torch.device("meta"):  # skip random initialisation: every tensor comes from the checkpoint
         model = PromptIQA(config)
-    load_weights(model, model_state_dict(ckpt, path), path)
+    state = {k: v for k, v in model_state_dict(ckpt, path).items() if k not in model.pruned_keys}
+    load_weights(model, state, path)
+    model.materialize_buffers()  # the meta device left them empty and no checkpoint holds them
     return model.to(device).eval()
 
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from tqdm import tqdm
 from .data.image import read_image, to_tensor
 from .data.prompts import PromptSet
 from .models import PromptIQA
+from .runtime import check_compile_support, compile_errors, precision_scope, resolve_precision
 
 ImageInput = Sequence[str | os.PathLike] | torch.Tensor
 
@@ -22,13 +24,38 @@ class Scorer:
     >>> scorer = Scorer(load_model("best_model.pth.tar"))
     >>> prompts = scorer.encode_prompts(["a.png", "b.png"], [0.2, 0.9])
     >>> scorer.score_images(["query.png"], prompts)
+
+    `precision` is `auto` (bf16 autocast on CUDA, fp32 elsewhere), `fp32`, `tf32` or `bf16`;
+    `compile=True` compiles the image and scoring paths with torch.compile (the first batch of each
+    size pays the compilation).
     """
 
-    def __init__(self, model: PromptIQA, batch_size: int = 16, workers: int = 4):
+    def __init__(
+        self,
+        model: PromptIQA,
+        batch_size: int = 16,
+        workers: int = 4,
+        *,
+        precision: str = "auto",
+        compile: bool = False,
+    ):
         self.model = model.eval()
         self.batch_size = batch_size
         self.workers = workers
+        self.precision = resolve_precision(precision, self.device)
+        self._image_features = self.model.image_features
+        self._score_features = self.model.score_features
+        if compile:
+            check_compile_support(self.device)
+            self._image_features = torch.compile(self.model.image_features)
+            self._score_features = torch.compile(self.model.score_features)
         self._prompt_cache: dict[tuple, torch.Tensor] = {}
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        """No autograd, the chosen precision, and compilation failures reported as UserError."""
+        with torch.inference_mode(), precision_scope(self.device, self.precision), compile_errors():
+            yield
 
     @property
     def device(self) -> torch.device:
@@ -45,11 +72,10 @@ class Scorer:
                     chunk = to_tensor(np.stack(list(pool.map(lambda p: read_image(p, size), chunk))))
                 yield chunk.to(self.device)
 
-    @torch.inference_mode()
     def image_features(self, images: ImageInput, progress: bool = False) -> torch.Tensor:
-        return torch.cat([self.model.image_features(batch) for batch in self._batches(images, progress)])
+        with self._running():
+            return torch.cat([self._image_features(batch) for batch in self._batches(images, progress)])
 
-    @torch.inference_mode()
     def encode_prompts(self, images: ImageInput, scores: Sequence[float] | torch.Tensor) -> torch.Tensor:
         """Prompt vectors (n, 128) for ISPs; file-based prompt sets are cached by (path, mtime, score)."""
         scores = torch.as_tensor(scores, dtype=torch.float32)
@@ -58,7 +84,9 @@ class Scorer:
             key = tuple((os.path.abspath(p), os.stat(p).st_mtime_ns) for p in images) + tuple(scores.tolist())
             if key in self._prompt_cache:
                 return self._prompt_cache[key]
-        prompts = self.model.prompt_vectors(self.image_features(images), scores.to(self.device))
+        features = self.image_features(images)
+        with self._running():
+            prompts = self.model.prompt_vectors(features, scores.to(self.device))
         if key is not None:
             self._prompt_cache[key] = prompts
         return prompts
@@ -66,8 +94,9 @@ class Scorer:
     def encode_prompt_set(self, prompt_set: PromptSet) -> torch.Tensor:
         return self.encode_prompts(list(prompt_set.paths), prompt_set.scores)
 
-    @torch.inference_mode()
     def score_images(self, images: ImageInput, prompts: torch.Tensor, progress: bool = False) -> np.ndarray:
         """Scores in [0, 1] of query images (paths or a normalised tensor) under encoded prompts."""
-        scores = [self.model.score_images(batch, prompts) for batch in self._batches(images, progress)]
+        with self._running():
+            batches = self._batches(images, progress)
+            scores = [self._score_features(self._image_features(batch), prompts) for batch in batches]
         return torch.cat(scores).float().cpu().numpy()

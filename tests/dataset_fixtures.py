@@ -1,4 +1,4 @@
-"""Tiny datasets in the on-disk layouts of the twelve IQA datasets (spec: datasets.md).
+"""Tiny datasets in the on-disk layouts of the twelve IQA datasets (docs/datasets.md).
 
 Each writer fills a folder with a few 8x8 images and the label files under their real names,
 with the real variable/column names and array shapes, and returns what a reader must produce

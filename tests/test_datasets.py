@@ -1,4 +1,4 @@
-"""Dataset readers, labels, split units, the published split and dataset_info checks (spec: datasets.md)."""
+"""Dataset readers, labels, split units, the published split and dataset_info checks (docs/datasets.md)."""
 from __future__ import annotations
 
 import json

@@ -9,10 +9,14 @@ import pytest
 
 import PromptIQA.data.demo as demo
 from PromptIQA.data.dataset_info import check_datasets, load_dataset_info
-from PromptIQA.data.datasets import read_dataset
+from PromptIQA.data.datasets import read_dataset_as
+from PromptIQA.data.prompts import read_prompt_file
 from PromptIQA.data.split import split_records
 
-IMAGES_PER_HALF = len(demo.REFERENCES) // 2 * len(demo.DISTORTIONS) * 5
+# Tests build the demo from four photos; the layout and labels do not depend on how many.
+PHOTOS = demo.REFERENCES[:4]
+IMAGES_PER_PHOTO = len(demo.DISTORTIONS) * 5
+READERS = {"demo_kadid": "kadid", "demo_csiq": "csiq", "demo_brightness": "csv"}
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -21,23 +25,35 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
-def reference_of(record_path: str, reader: str) -> Path:
+def build_small(root: Path) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "REFERENCES", PHOTOS)
+        demo.build_demo(root)
+    return root
+
+
+def reference_of(dataset: str, record_path: str) -> Path:
+    """The undistorted crop a demo image was made from, by the dataset's file naming."""
     path = Path(record_path)
-    if reader == "kadid":
-        return path.parent / (path.name.split("_")[0] + ".png")
-    return path.parent.parent / "src_imgs" / (path.name.split(".")[0] + ".png")
+    if dataset == "demo_csiq":
+        return path.parent.parent / "src_imgs" / (path.name.split(".")[0] + ".png")
+    unit = path.name.split("_")[0]
+    folder = "images" if dataset == "demo_kadid" else "../references"
+    return (path.parent / folder / f"{unit}.png").resolve() if folder != "images" else path.parent / f"{unit}.png"
 
 
-def quality(record_path: str, reader: str) -> float:
-    reference, distorted = (cv2.imread(str(p)) for p in (reference_of(record_path, reader), record_path))
-    return demo.ssim_quality(reference, distorted)
+def kind_and_level(dataset: str, record_path: str) -> tuple[str, int]:
+    name = Path(record_path).name
+    if dataset == "demo_csiq":
+        _, tag, level, _ = name.split(".")
+        return tag, int(level)
+    _, kadid_id, level = Path(name).stem.split("_")
+    return next(d.csiq_tag for d in demo.DISTORTIONS if d.kadid_id == int(kadid_id)), int(level)
 
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    demo.build_demo(root)
-    return root
+    return build_small(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="session")
@@ -48,34 +64,39 @@ def rebuilt_root(tmp_path_factory) -> Path:
     (root / ".partial-killed" / "half-written.png").write_bytes(b"\x89PNG")
     (root / "demo_kadid" / "images").mkdir(parents=True)
     (root / "demo_kadid" / "dmos.csv").write_text("dist_img,ref_img,dmos,var\n")
-    demo.build_demo(root)
-    return root
+    return build_small(root)
 
 
 @pytest.fixture(scope="session")
 def records(demo_root):
-    return {reader: read_dataset(reader, demo_root / f"demo_{reader}") for reader in ("kadid", "csiq")}
+    return {name: read_dataset_as(name, reader, demo_root / name) for name, reader in READERS.items()}
 
 
 def test_build_returns_dataset_folders(demo_root):
-    paths = demo.build_demo(demo_root)
-    assert paths == {"demo_kadid": str(demo_root / "demo_kadid"), "demo_csiq": str(demo_root / "demo_csiq")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "_build", lambda root: pytest.fail("the demo was built already"))
+        paths = demo.build_demo(demo_root)
+    assert paths == {name: str(demo_root / name) for name in READERS}
     assert (demo_root / "demo_kadid" / "dmos.csv").read_text().startswith("dist_img,ref_img,dmos,var\n")
     assert (demo_root / "demo_csiq" / "csiq_label.txt").is_file()
+    assert (demo_root / "demo_brightness" / "labels.csv").read_text().startswith("path,score,unit\n")
 
 
 def test_layouts_name_files_as_the_real_datasets(demo_root):
     kadid = sorted(p.name for p in (demo_root / "demo_kadid" / "images").iterdir())
     assert kadid[:3] == ["I01.png", "I01_01_01.png", "I01_01_02.png"]
-    assert "I08_25_05.png" in kadid
+    assert "I04_25_05.png" in kadid and "I04_16_05.png" in kadid
     csiq = {p.name for p in (demo_root / "demo_csiq" / "dst_imgs_all").iterdir()}
-    assert {f"brick.{tag}.{level}.png" for tag in ("AWGN", "BLUR", "JPEG", "contrast") for level in range(1, 6)} <= csiq
-    assert (demo_root / "demo_csiq" / "src_imgs" / "brick.png").is_file()
+    tags = [d.csiq_tag for d in demo.DISTORTIONS]
+    assert {f"I02.{tag}.{level}.png" for tag in tags for level in range(1, 6)} <= csiq
+    assert (demo_root / "demo_csiq" / "src_imgs" / "I02.png").is_file()
+    assert (demo_root / "demo_brightness" / "images" / "I03_17_01.png").is_file()
 
 
-def test_images_are_256_square_colour(records):
-    for image in (cv2.imread(records[reader][0].path, cv2.IMREAD_UNCHANGED) for reader in records):
-        assert image.shape == (256, 256, 3)
+def test_images_are_square_colour(records):
+    for found in records.values():
+        image = cv2.imread(found[0].path, cv2.IMREAD_UNCHANGED)
+        assert image.shape == (demo.SIZE, demo.SIZE, 3)
 
 
 def test_build_is_deterministic(demo_root, rebuilt_root):
@@ -116,8 +137,8 @@ def test_built_demo_is_not_rebuilt_unless_forced(demo_root, monkeypatch):
 
 
 def test_outdated_manifest_is_rebuilt(tmp_path, monkeypatch):
-    (tmp_path / "demo_kadid").mkdir()
-    (tmp_path / "demo_csiq").mkdir()
+    for name in READERS:
+        (tmp_path / name).mkdir()
     (tmp_path / demo.MANIFEST).write_text(json.dumps({"version": demo.DEMO_VERSION - 1}))
     builds = []
     monkeypatch.setattr(demo, "_build", builds.append)
@@ -125,64 +146,101 @@ def test_outdated_manifest_is_rebuilt(tmp_path, monkeypatch):
     assert builds == [tmp_path]
 
 
-def test_readers_load_both_halves(records):
-    for reader, found in records.items():
-        assert len(found) == IMAGES_PER_HALF
-        assert len({r.unit for r in found}) == len(demo.REFERENCES) // 2
+def test_readers_load_every_dataset_with_photos_as_units(records):
+    for name, found in records.items():
+        assert len(found) == len(PHOTOS) * IMAGES_PER_PHOTO
+        assert len({r.unit for r in found}) == len(PHOTOS)
         assert all(0 <= r.label <= 1 for r in found)
-        assert all(Path(r.path).is_file() and reference_of(r.path, reader).is_file() for r in found)
+        assert all(Path(r.path).is_file() and reference_of(name, r.path).is_file() for r in found)
 
 
-@pytest.mark.parametrize("reader, lower_is_better", [("kadid", False), ("csiq", True)])
-def test_labels_are_ssim_in_the_dataset_direction(records, reader, lower_is_better):
-    checked = [r for r in records[reader] if r.unit < 2]
-    assert len(checked) == 2 * len(demo.DISTORTIONS) * 5
-    for record in checked:
-        q = quality(record.path, reader)
+@pytest.mark.parametrize("dataset, lower_is_better", [("demo_kadid", False), ("demo_csiq", True)])
+def test_quality_labels_are_ssim_in_the_dataset_direction(records, dataset, lower_is_better):
+    for record in records[dataset][::7]:
+        reference, image = (cv2.imread(str(p)) for p in (reference_of(dataset, record.path), record.path))
+        q = demo.ssim_quality(reference, image)
         assert record.label == pytest.approx(1 - q if lower_is_better else q, abs=1e-9)
 
 
-@pytest.mark.parametrize("tag", ["BLUR", "AWGN", "JPEG", "contrast"])
-def test_quality_falls_with_level(records, tag):
+def test_brightness_labels_are_mean_luma(records):
+    for record in records["demo_brightness"][::5]:
+        blue, green, red = np.moveaxis(cv2.imread(record.path).astype(np.float64), -1, 0)
+        luma = (0.299 * red + 0.587 * green + 0.114 * blue).mean() / 255
+        assert record.label == pytest.approx(luma, abs=2e-3)
+
+
+def mean_label_by_level(found, dataset: str, tag: str) -> list[float]:
     by_level = defaultdict(list)
-    for record in records["csiq"]:
-        _, found_tag, level, _ = Path(record.path).name.split(".")
-        if found_tag == tag:
-            by_level[int(level)].append(1 - record.label)
-    means = [np.mean(by_level[level]) for level in range(1, 6)]
+    for record in found:
+        kind, level = kind_and_level(dataset, record.path)
+        if kind == tag:
+            by_level[level].append(record.label)
+    return [float(np.mean(by_level[level])) for level in range(1, 6)]
+
+
+@pytest.mark.parametrize("tag", [d.csiq_tag for d in demo.DISTORTIONS])
+def test_quality_falls_with_level(records, tag):
+    means = mean_label_by_level(records["demo_kadid"], "demo_kadid", tag)
     assert all(a > b for a, b in zip(means, means[1:])), means
+
+
+@pytest.mark.parametrize("tag, brighter", [("brighten", True), ("darken", False)])
+def test_brightness_moves_with_the_exposure_distortions(records, tag, brighter):
+    means = mean_label_by_level(records["demo_brightness"], "demo_brightness", tag)
+    assert all((b > a) == brighter for a, b in zip(means, means[1:])), means
 
 
 def test_labels_spread_over_the_range(records):
     for found in records.values():
         labels = [r.label for r in found]
-        assert min(labels) < 0.1 and max(labels) > 0.9
+        assert min(labels) < 0.2 and max(labels) > 0.75
 
 
-def test_halves_share_no_reference_content(demo_root):
-    kadid = set(tree(demo_root / "demo_kadid" / "images").values())
-    csiq = set(tree(demo_root / "demo_csiq" / "src_imgs").values())
-    assert len(csiq) == len(demo.REFERENCES) // 2 and not kadid & csiq
+def test_requirements_rank_the_images_differently(records):
+    quality = np.array([r.label for r in records["demo_kadid"]])
+    bright = np.array([r.label for r in records["demo_brightness"]])
+    assert abs(np.corrcoef(np.argsort(np.argsort(quality)), np.argsort(np.argsort(bright)))[0, 1]) < 0.5
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_split_keeps_content_on_one_side(records, seed):
-    for reader, found in records.items():
+def test_each_dataset_has_its_own_crops(demo_root):
+    crops = [set(tree(demo_root / name / folder).values())
+             for name, folder in (("demo_kadid", "images"), ("demo_csiq", "src_imgs"), ("demo_brightness", "references"))]
+    assert all(not a & b for i, a in enumerate(crops) for b in crops[i + 1:])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_seed_splits_all_datasets_by_the_same_photos(records, seed):
+    splits = {}
+    for name, found in records.items():
         train, test = split_records(found, seed)
-        train_refs = {reference_of(r.path, reader) for r in train}
-        test_refs = {reference_of(r.path, reader) for r in test}
-        assert train and test and not train_refs & test_refs
-        assert len(train) + len(test) == len(found)
+        train_photos = {Path(r.path).name[:3] for r in train}
+        test_photos = {Path(r.path).name[:3] for r in test}
+        assert train and test and not train_photos & test_photos
+        splits[name] = test_photos
+    assert len({frozenset(s) for s in splits.values()}) == 1
 
 
 def test_dataset_info_entries_load(demo_root, tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "_build", lambda root: pytest.fail("the demo was built already"))
     info = demo.demo_dataset_info(demo_root)
-    assert info == {"demo_kadid": {"root": str(demo_root / "demo_kadid"), "reader": "kadid"},
-                    "demo_csiq": {"root": str(demo_root / "demo_csiq"), "reader": "csiq"}}
+    assert info == {name: {"root": str(demo_root / name), "reader": reader} for name, reader in READERS.items()}
     (tmp_path / "dataset_info.json").write_text(json.dumps(info))
     found = check_datasets(list(info), load_dataset_info(tmp_path / "dataset_info.json"))
-    assert {name: len(r) for name, r in found.items()} == {"demo_kadid": IMAGES_PER_HALF, "demo_csiq": IMAGES_PER_HALF}
+    assert {name: len(r) for name, r in found.items()} == {name: len(PHOTOS) * IMAGES_PER_PHOTO for name in READERS}
+
+
+def test_unseen_check_uses_new_photos_and_distortions(tmp_path):
+    paths = demo.build_unseen_check(tmp_path, photos=("chelsea",), crops=2, prompt_num=10)
+    assert not set(demo.UNSEEN_PHOTOS) & set(demo.REFERENCES)
+    assert not {d.kadid_id for d in demo.UNSEEN_DISTORTIONS} & {d.kadid_id for d in demo.DISTORTIONS}
+    prompts = read_prompt_file(paths["prompts"])
+    queries = sorted(p.name for p in paths["images"].iterdir())
+    rows = paths["labels"].read_text().splitlines()
+    assert len(prompts.scores) == 10 and len(queries) == 2 * len(demo.UNSEEN_DISTORTIONS) * 5 - 10
+    assert rows[0] == "path,score" and sorted(Path(r.split(",")[0]).name for r in rows[1:]) == queries
+    labels = [float(r.split(",")[1]) for r in rows[1:]]
+    assert min(prompts.scores) <= min(labels) and max(prompts.scores) >= max(labels)
+    assert {Path(p).name.split("_")[1] for p in prompts.paths} <= {d.csiq_tag for d in demo.UNSEEN_DISTORTIONS}
 
 
 def test_default_root_follows_the_cache_variable(monkeypatch, tmp_path):

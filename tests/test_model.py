@@ -31,7 +31,8 @@ def test_default_network_has_published_keys_in_order():
 def test_default_head_is_the_published_one():
     with torch.device("meta"):
         model = PromptIQA()
-    assert model.layout.grid == 28 and model.layout.dim == 768
+    assert model.layout.grid == 28 and model.layout.dim == 768 and model.layout.num_heads == 12
+    assert model.feature_indices == [2, 5, 8, 11]
     assert [b.norm1.eps for b in model.blocks] == [1e-6] * 8
     assert [b.norm1.eps for b in model.i_p_fusion] + [model.block.norm1.eps, model.norm.eps] == [1e-5] * 5
     assert model.blocks[0].attn.qkv.bias is not None and model.prompt_fusion[0].attn.qkv.bias is None
@@ -79,7 +80,7 @@ def test_prediction_depends_on_prompt_scores(model):
 
 
 def published_attention_block(block: AttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """The published formula, written independently (model.md 2, eval mode)."""
+    """The published formula, written independently (docs/model.md 2.3, 2.6, eval mode)."""
     b, r, d = x.shape
     attn = torch.softmax(block.c_q(x) @ block.c_k(x).transpose(-1, -2) * d**-0.5, dim=-1)
     return (attn @ block.c_v(x)).permute(0, 2, 1).contiguous().view(b, r, d) + x

@@ -22,7 +22,9 @@ from ..data.prompts import read_prompt_file
 from ..config import DataConfig
 from ..distributed import DistContext
 from ..engine import Evaluation, evaluate, format_results
+from ..errors import UserError
 from ..inference import Scorer
+from ..prompt_experiment import run_prompt_experiment
 from ..runlog import save_predictions
 from ..training import open_datasets, read_datasets
 
@@ -54,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--random-prompts", action="store_true", help="give the prompts random scores")
     evaluation.add_argument("--cache-dir", help="image cache folder; none turns it off")
     evaluation.add_argument("--save-dir", help="write results.csv, predictions and scatter plots here")
+    evaluation.add_argument(
+        "--prompt-experiment", action="store_true",
+        help="score each test split under its own, reversed, random and the other datasets' prompts",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:INDEX")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("-j", "--workers", type=int, default=4, help="image decoding threads")
@@ -99,6 +105,8 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
                       workers=args.workers)
     datasets = open_datasets(records, data, model.config.img_size, seed, ctx)
     sets = eval_sets(datasets, args.prompt_num or model.prompt_num, args.prompt_select, seed)
+    if args.prompt_experiment:
+        return report_prompt_experiment(args, model, datasets, sets, seed)
     generator = np.random.default_rng(seed)
     for eval_set in sets:
         if args.random_prompts:
@@ -113,6 +121,18 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
         rows = ((r.name, f"{r.srcc:.6f}", f"{r.plcc:.6f}", len(r.labels)) for r in results)
         write_csv_atomic(folder / "results.csv", ["dataset", "srcc", "plcc", "images"], rows)
         save_predictions(results, folder)
+    return 0
+
+
+def report_prompt_experiment(args: argparse.Namespace, model, datasets: list, sets: list, seed: int) -> int:
+    if args.reverse_prompts or args.random_prompts:
+        raise UserError("--prompt-experiment already scores reversed and random prompts; "
+                        "drop --reverse-prompts / --random-prompts")
+    experiment = run_prompt_experiment(model, datasets, sets, args.batch_size, args.workers, seed)
+    print(experiment.table())
+    if args.save_dir:
+        for path in experiment.save(args.save_dir):
+            print(f"wrote {path}")
     return 0
 
 

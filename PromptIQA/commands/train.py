@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 from typing import Any
 
 import torch.multiprocessing as mp
@@ -20,7 +21,7 @@ from ..distributed import Topology, cleanup, init_distributed, owns_run_folder, 
 from ..engine import cosine_lr, evaluate, train_one_epoch
 from ..errors import UserError
 from ..runlog import RunLog, claim_run_folder, environment
-from ..runtime import resolve_device
+from ..runtime import check_compile_support, compile_errors, resolve_device, resolve_precision
 from ..training import (
     BEST, check_network, read_datasets, read_training_checkpoint, record_epoch, resume_path, save_epoch,
     seed_everything, start_run,
@@ -140,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_data:
         print(format_summary(summarize(records, config.seed)))
         return 0
-    check_network(config)  # everything below fails before any image is cached or process started
+    resolve_precision(config.execution.precision, device)  # everything below fails before any image is cached
+    if config.execution.compile:
+        check_compile_support(device)
+    check_network(config)
     resume_from = resume_path(config.run)
     if resume_from:
         read_training_checkpoint(resume_from, config)
@@ -188,7 +192,8 @@ def main_worker(local_index: int, topology: Topology, config: TrainConfig, recor
         lr = cosine_lr(config.optim.lr, epoch, config.optim.epochs)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        stats = train_one_epoch(run, epoch)
+        with compile_errors() if config.execution.compile else nullcontext():  # compilation happens at the first step
+            stats = train_one_epoch(run, epoch)
         sync_buffers(run.model, ctx)
         results = evaluate(run.model, run.evaluation)
         record_epoch(run, epoch, lr, stats, results)

@@ -1,4 +1,4 @@
-"""Label augmentations of one group (spec training.md, Label augmentations)."""
+"""Label augmentations of one group (docs/training.md, Label augmentations)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

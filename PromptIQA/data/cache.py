@@ -1,7 +1,7 @@
 """Decoded-and-resized images of one dataset, read from disk every time or from a memory-mapped cache.
 
 Decoding a 1024x768 JPEG and resizing it costs far more than the rest of a training step's data work,
-and the result (model.md, section 5: up to normalisation) does not change between epochs, so it can
+and the result (docs/model.md, section 5: up to normalisation) does not change between epochs, so it can
 be stored once as uint8 (size, size, 3) frames in one .npy file per dataset and memory-mapped.
 Both stores have the same interface: `len`, `store[i] -> uint8 RGB (size, size, 3)`, `.bad`.
 """

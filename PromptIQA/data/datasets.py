@@ -2,7 +2,7 @@
 
 One mechanism (`_read`) reads them all; each dataset is a `DatasetSpec` that only declares its
 label columns, how a row names its image, the published score -> label constant and its split
-unit (spec: datasets.md). Labels are never turned around for lower-is-better scores: the prompts
+unit (docs/datasets.md). Labels are never turned around for lower-is-better scores: the prompts
 say which way a dataset runs.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ class DatasetSpec:
         return [c for c in (self.image, self.score, self.reference, self.skip) if isinstance(c, Column)]
 
 
-# spec datasets.md: LIVE's entries are jp2k/img1..227, jpeg/img1..233, then 174 each of the rest
+# docs/datasets.md: LIVE's entries are jp2k/img1..227, jpeg/img1..233, then 174 each of the rest
 _LIVE_PATHS = tuple(
     f"{folder}/img{i}.bmp"
     for folder, count in (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
@@ -75,7 +75,7 @@ def _csiq_reference(name: str) -> str:
 
 
 def _tid2013_reference(name: str) -> str:
-    # spec datasets.md: the two digits after the first letter; i25 is lower-case on disk
+    # docs/datasets.md: the two digits after the first letter; i25 is lower-case on disk
     match = re.match(r"[a-z](\d\d)", name, re.IGNORECASE)
     if match is None:
         raise ValueError(f"image name '{name}' does not start with a letter and two digits like i01_01_1.bmp")
@@ -111,7 +111,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "livec": DatasetSpec(
         "LIVE Challenge", score=Column("Data/AllMOS_release.mat", "AllMOS_release"),
         image=Column("Data/AllImages_release.mat", "AllImages_release"), image_path="Images/{name}",
-        offset=1, scale=100, skip_first=7),  # spec datasets.md: the first 7 are practice images
+        offset=1, scale=100, skip_first=7),  # docs/datasets.md: the first 7 are practice images
     "koniq10k": DatasetSpec(
         "KonIQ-10k", score=Column("koniq10k_distributions_sets.csv", "MOS"),
         image=Column("koniq10k_distributions_sets.csv", "image_name"), image_path="1024x768/{name}", scale=100),
@@ -133,7 +133,7 @@ def _criterion(base: str, score: Column, scale: float) -> DatasetSpec:
     return replace(DATASETS[base], score=score, scale=scale, base=base)
 
 
-# spec datasets.md, "Other requirements in the same data"
+# docs/datasets.md 2.1, "Other criteria in the same files"
 DATASETS.update({
     "spaq_brightness": _criterion("spaq", Column(_SPAQ_LABELS, "C"), scale=100),
     "spaq_colorfulness": _criterion("spaq", Column(_SPAQ_LABELS, "D"), scale=100),
@@ -145,7 +145,7 @@ DATASETS.update({
     "aigciqa2023_mosz3": _criterion("aigciqa2023", Column("DATA/MOS/mosz3.mat", "MOSz"), scale=100),
 })
 
-# spec datasets.md: the published dataset_info.json spells the underwater set uqiqa
+# docs/datasets.md: the published dataset_info.json spells the underwater set uqiqa
 ALIASES = {"uqiqa": "uwiqa"}
 CSV_READER = "csv"
 _CSV_OPTIONS = ("score_min", "score_max", "higher_is_better")
@@ -285,7 +285,7 @@ def _read(dataset: str, spec: DatasetSpec, root: Path) -> list[Record]:
     if spec.reference is None:
         units = list(range(len(items)))
     else:
-        # spec datasets.md: references numbered in sorted name order, not directory-listing order
+        # docs/datasets.md: references numbered in sorted name order, not directory-listing order
         numbers = {name: u for u, name in enumerate(sorted({reference for _, _, reference in items.values()}))}
         units = [numbers[reference] for _, _, reference in items.values()]
     return [Record(paths[index], label, unit) for (index, (_, label, _)), unit in zip(items.items(), units)]

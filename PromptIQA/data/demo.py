@@ -1,22 +1,27 @@
 """A small synthetic IQA dataset that ships with the install, for trying the pipeline end to end.
 
-Sixteen natural photos bundled with scikit-image are cut to 256 x 256 px and distorted
-with Gaussian blur, white Gaussian noise, JPEG compression and contrast reduction at five levels
-each (20 distorted images per reference). Each distorted image is scored by full-reference SSIM
-against its reference, q = clip(SSIM, 0, 1), rounded to 6 decimals so both label files hold q
-exactly.
+Sixteen photos bundled with scikit-image give the content. Each demo dataset takes its own random
+square crop (random position and scale) of every photo, SIZE x SIZE px, and distorts it with six
+distortions at five levels each: Gaussian blur, JPEG, white noise, contrast reduction, brightening
+and darkening (30 images per photo and dataset). Three requirements are labelled, one per dataset,
+each written in a real dataset's on-disk layout so the ordinary readers load it (docs/datasets.md):
 
-The references alternate between two halves written in two real datasets' on-disk layouts, so the
-ordinary readers load them (spec: datasets.md):
+- ``demo_kadid`` (reader ``kadid``), quality: full-reference SSIM against the crop,
+  q = clip(SSIM, 0, 1), written as KADID's ``dmos`` s = 1 + 5q so that (s - 1) / 5 gives q.
+- ``demo_csiq`` (reader ``csiq``), quality in the opposite direction: dmos = 1 - q (lower is
+  better), so that only the prompts tell which way this dataset's scores run.
+- ``demo_brightness`` (reader ``csv``), not quality at all: the mean luma (BT.601) of the image in
+  [0, 1], so that the same kind of image ranks differently depending only on the prompts.
 
-- ``demo_kadid`` (reader ``kadid``): KADID-10k layout, ``dmos`` column s = 1 + 5q so that KADID's
-  (s - 1) / 5 gives label q (higher is better). s exceeds KADID's 1-5 scale for q > 0.8.
-- ``demo_csiq`` (reader ``csiq``): CSIQ layout, dmos = 1 - q (lower is better, on purpose: the two
-  halves ask for opposite directions, which is what prompts are for).
+Labels are rounded to 6 decimals so the label files hold them exactly. In every dataset the split
+unit is the photo (named I01 ... I16 in all three, so one seed splits them alike): the test split's
+photos are never seen in training, whatever the dataset.
 
-The halves share no reference image, so training on one and testing on the other never sees the
-same content. A build writes into a temporary folder and publishes ``manifest.json`` last; a
-folder without a current manifest is rebuilt.
+`build_unseen_check` writes a separate check of generalisation: other photos, distortions the demo
+never shows, a prompts.json of ISPs and the query images with their labels.
+
+A build writes into a temporary folder and publishes ``manifest.json`` last; a folder without a
+current manifest is rebuilt.
 """
 from __future__ import annotations
 
@@ -36,17 +41,19 @@ from skimage.metrics import structural_similarity
 
 from .cache import cache_root
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 MANIFEST = "manifest.json"
-SIZE = 256
+SIZE = 128
 LABEL_DECIMALS = 6
+CROP_SCALES = (0.4, 1.0)  # side of a crop, as a fraction of the photo's shorter side
 
 # skimage.data images that are bundled with scikit-image (no download needed).
 REFERENCES = (
-    "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins",
-    "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket",
-    "stereo_motorcycle",
+    "astronaut", "brick", "camera", "cell", "clock", "coins", "grass", "gravel", "hubble_deep_field",
+    "immunohistochemistry", "moon", "page", "retina", "rocket", "stereo_motorcycle", "text",
 )
+# Photos the demo datasets never show, for build_unseen_check.
+UNSEEN_PHOTOS = ("chelsea", "coffee")
 
 
 def _gaussian_blur(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -69,6 +76,31 @@ def _contrast(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.
     return np.clip(mean + factor * (image - mean), 0, 255).round().astype(np.uint8)
 
 
+def _gamma(image: np.ndarray, gamma: float, rng: np.random.Generator) -> np.ndarray:
+    # A gamma curve keeps black and white where they are: no clipping, brightness moves smoothly.
+    table = (255 * (np.arange(256) / 255) ** gamma).round().astype(np.uint8)
+    return cv2.LUT(image, table)
+
+
+def _motion_blur(image: np.ndarray, length: float, rng: np.random.Generator) -> np.ndarray:
+    kernel = np.zeros((int(length), int(length)), np.float32)
+    kernel[int(length) // 2, :] = 1 / int(length)
+    return cv2.filter2D(image, -1, kernel)
+
+
+def _impulse_noise(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    noisy = image.copy()
+    hit = rng.random(image.shape[:2])
+    noisy[hit < amount / 2] = 0
+    noisy[hit > 1 - amount / 2] = 255
+    return noisy
+
+
+def _pixelate(image: np.ndarray, block: float, rng: np.random.Generator) -> np.ndarray:
+    small = cv2.resize(image, (SIZE // int(block),) * 2, interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+
+
 @dataclass(frozen=True)
 class Distortion:
     kadid_id: int  # the distortion's number in KADID-10k
@@ -78,10 +110,18 @@ class Distortion:
 
 
 DISTORTIONS = (
-    Distortion(1, "BLUR", _gaussian_blur, (0.5, 1.0, 2.0, 3.5, 6.0)),  # sigma in px
-    Distortion(10, "JPEG", _jpeg, (70, 40, 20, 10, 4)),  # quality
-    Distortion(11, "AWGN", _white_noise, (5.0, 10.0, 20.0, 35.0, 60.0)),  # sigma in grey levels
-    Distortion(25, "contrast", _contrast, (0.8, 0.65, 0.5, 0.35, 0.2)),  # contrast factor
+    Distortion(1, "BLUR", _gaussian_blur, (0.5, 1.0, 1.6, 2.5, 4.0)),  # sigma in px
+    Distortion(10, "JPEG", _jpeg, (60, 30, 15, 8, 3)),  # quality
+    Distortion(11, "AWGN", _white_noise, (4.0, 8.0, 16.0, 30.0, 55.0)),  # sigma in grey levels
+    Distortion(16, "brighten", _gamma, (0.8, 0.65, 0.5, 0.38, 0.28)),  # gamma
+    Distortion(17, "darken", _gamma, (1.25, 1.55, 2.0, 2.6, 3.5)),  # gamma
+    Distortion(25, "contrast", _contrast, (0.8, 0.6, 0.45, 0.3, 0.18)),  # contrast factor
+)
+# Only in build_unseen_check: kinds the demo datasets never show.
+UNSEEN_DISTORTIONS = (
+    Distortion(2, "MOTION", _motion_blur, (3, 5, 7, 11, 15)),  # kernel length in px
+    Distortion(14, "IMPULSE", _impulse_noise, (0.01, 0.03, 0.06, 0.12, 0.2)),  # fraction of pixels
+    Distortion(19, "PIXELATE", _pixelate, (2, 3, 4, 6, 8)),  # block size in px
 )
 
 
@@ -89,23 +129,27 @@ def default_demo_root() -> Path:
     return cache_root() / "demo"
 
 
-def load_reference(name: str) -> np.ndarray:
-    """The skimage photo `name` as 8-bit BGR, resized to shorter side SIZE and centre-cropped square.
-
-    Square, because the model resizes whole images to 224 x 224 and would squash other shapes.
-    """
+def load_photo(name: str) -> np.ndarray:
+    """The skimage photo `name` as 8-bit BGR (grey photos are repeated over the three channels)."""
     image = getattr(skimage_data, name)()
     if isinstance(image, tuple):  # stereo pairs: keep the left view
         image = image[0]
     if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    else:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    height, width = image.shape[:2]
-    scale = SIZE / min(height, width)
-    image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    top, left = (image.shape[0] - SIZE) // 2, (image.shape[1] - SIZE) // 2
-    return image[top:top + SIZE, left:left + SIZE]
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2BGR)
+
+
+def random_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A square crop of random scale (CROP_SCALES) and position, resized to SIZE x SIZE.
+
+    Square, because the model resizes whole images to a square and would squash other shapes.
+    """
+    height, width = photo.shape[:2]
+    side = round(min(height, width) * rng.uniform(*CROP_SCALES))
+    top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+    crop = photo[top:top + side, left:left + side]
+    interpolation = cv2.INTER_AREA if side >= SIZE else cv2.INTER_CUBIC
+    return cv2.resize(crop, (SIZE, SIZE), interpolation=interpolation)
 
 
 def ssim_quality(reference: np.ndarray, distorted: np.ndarray) -> float:
@@ -116,13 +160,19 @@ def ssim_quality(reference: np.ndarray, distorted: np.ndarray) -> float:
     return round(float(np.clip(ssim, 0.0, 1.0)), LABEL_DECIMALS)
 
 
-def distorted_versions(reference: np.ndarray, seed: int) -> Iterator[tuple[Distortion, int, np.ndarray, float]]:
-    """Yield (distortion, level 1..5, image, q) for every distortion of DISTORTIONS."""
-    for distortion in DISTORTIONS:
+def brightness(image: np.ndarray) -> float:
+    """Mean luma (BT.601, as OpenCV's BGR to grey) in [0, 1]."""
+    return round(float(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).mean() / 255), LABEL_DECIMALS)
+
+
+def distorted_versions(
+    reference: np.ndarray, seed: tuple[int, ...], distortions: tuple[Distortion, ...] = DISTORTIONS
+) -> Iterator[tuple[Distortion, int, np.ndarray]]:
+    """Yield (distortion, level 1..5, image) for every distortion and level."""
+    for distortion in distortions:
         for level, parameter in enumerate(distortion.levels, start=1):
-            rng = np.random.default_rng((seed, distortion.kadid_id, level))
-            image = distortion.apply(reference, parameter, rng)
-            yield distortion, level, image, ssim_quality(reference, image)
+            rng = np.random.default_rng((*seed, distortion.kadid_id, level))
+            yield distortion, level, distortion.apply(reference, parameter, rng)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -133,58 +183,57 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class Layout:
-    """One real dataset's file names and label file, as format strings.
+    """One real dataset's file names and label file, and the requirement it is labelled with.
 
-    {ref} is the reference's file stem (from {number}, its 1-based place in the half, and {name},
-    its skimage name), {dist} a Distortion, {file} a distorted image's file name and {score} the
-    label-file score of quality q.
+    Format strings: {ref} is the photo's unit name (I01 ...), {dist} a Distortion, {level} its
+    level, {file} a distorted image's path relative to the dataset folder and {score} its label.
+    `score` turns (reference crop, distorted image) into the label-file score.
     """
 
     reader: str
-    ref: str
     reference: str
     distorted: str
     label_file: str
     header: str
     row: str
-    score: Callable[[float], float]
+    score: Callable[[np.ndarray, np.ndarray], float]
 
 
 LAYOUTS = {
     # KADID's constant maps s to (s - 1) / 5, so s = 1 + 5q gives label q.
     "demo_kadid": Layout(
-        reader="kadid", ref="I{number:02d}", reference="images/{ref}.png",
-        distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}.png", label_file="dmos.csv",
-        header="dist_img,ref_img,dmos,var\n", row="{file},{ref}.png,{score},0",
-        score=lambda q: 1 + 5 * q),
+        reader="kadid", reference="images/{ref}.png", distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}.png",
+        label_file="dmos.csv", header="dist_img,ref_img,dmos,var\n", row="{name},{ref}.png,{score},0",
+        score=lambda ref, image: 1 + 5 * ssim_quality(ref, image)),
     # CSIQ's label is the DMOS itself, lower is better.
     "demo_csiq": Layout(
-        reader="csiq", ref="{name}", reference="src_imgs/{ref}.png",
-        distorted="dst_imgs_all/{ref}.{dist.csiq_tag}.{level}.png", label_file="csiq_label.txt",
-        header="", row="{file} {score}", score=lambda q: 1 - q),
+        reader="csiq", reference="src_imgs/{ref}.png", distorted="dst_imgs_all/{ref}.{dist.csiq_tag}.{level}.png",
+        label_file="csiq_label.txt", header="", row="{name} {score}",
+        score=lambda ref, image: 1 - ssim_quality(ref, image)),
+    # The csv reader keeps the photo as split unit (SPAQ's layout would make every image its own).
+    "demo_brightness": Layout(
+        reader="csv", reference="references/{ref}.png", distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}.png",
+        label_file="labels.csv", header="path,score,unit\n", row="{file},{score},{ref}",
+        score=lambda ref, image: brightness(image)),
 }
 
 
-def _write_reference(folder: Path, layout: Layout, ref: str, index: int) -> list[str]:
-    """Write REFERENCES[index] and its distorted versions; return their label-file rows."""
-    reference = load_reference(REFERENCES[index])
-    _write_png(folder / layout.reference.format(ref=ref), reference)
+def unit_name(index: int) -> str:
+    return f"I{index + 1:02d}"
+
+
+def _write_photo(folder: Path, layout: Layout, dataset_index: int, index: int) -> list[str]:
+    """Write a crop of REFERENCES[index] and its distorted versions; return their label-file rows."""
+    ref = unit_name(index)
+    crop = random_crop(load_photo(REFERENCES[index]), np.random.default_rng((dataset_index, index)))
+    _write_png(folder / layout.reference.format(ref=ref), crop)
     rows = []
-    for distortion, level, image, q in distorted_versions(reference, seed=index):
-        path = folder / layout.distorted.format(ref=ref, dist=distortion, level=level)
-        _write_png(path, image)
-        score = f"{layout.score(q):.{LABEL_DECIMALS}f}"
-        rows.append(layout.row.format(file=path.name, ref=ref, score=score))
+    for distortion, level, image in distorted_versions(crop, seed=(dataset_index, index)):
+        file = layout.distorted.format(ref=ref, dist=distortion, level=level)
+        _write_png(folder / file, image)
+        score = f"{layout.score(crop, image):.{LABEL_DECIMALS}f}"
+        rows.append(layout.row.format(file=file, name=Path(file).name, ref=ref, score=score))
     return rows
-
-
-def demo_references() -> dict[str, dict[str, int]]:
-    """{dataset: {reference file stem: index in REFERENCES}}; the references alternate between halves."""
-    return {
-        dataset: {layout.ref.format(number=number, name=REFERENCES[index]): index
-                  for number, index in enumerate(range(half, len(REFERENCES), len(LAYOUTS)), start=1)}
-        for half, (dataset, layout) in enumerate(LAYOUTS.items())
-    }
 
 
 def _is_built(root: Path) -> bool:
@@ -201,19 +250,17 @@ def _build(root: Path) -> None:
         shutil.rmtree(leftover)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     try:
-        references = demo_references()
-        for dataset, refs in references.items():
-            layout, folder = LAYOUTS[dataset], staging / dataset
-            rows = [row for ref, index in refs.items() for row in _write_reference(folder, layout, ref, index)]
+        for dataset_index, (dataset, layout) in enumerate(LAYOUTS.items()):
+            folder = staging / dataset
+            rows = [row for index in range(len(REFERENCES)) for row in _write_photo(folder, layout, dataset_index, index)]
             (folder / layout.label_file).write_text(layout.header + "\n".join(rows) + "\n")
         for dataset in LAYOUTS:
             shutil.rmtree(root / dataset, ignore_errors=True)
             os.replace(staging / dataset, root / dataset)
         manifest = {
             "version": DEMO_VERSION,
-            "datasets": {dataset: {"reader": LAYOUTS[dataset].reader,
-                                   "references": {ref: REFERENCES[index] for ref, index in refs.items()}}
-                         for dataset, refs in references.items()},
+            "datasets": {name: {"reader": layout.reader} for name, layout in LAYOUTS.items()},
+            "units": {unit_name(i): name for i, name in enumerate(REFERENCES)},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(staging / MANIFEST, root / MANIFEST)
@@ -240,3 +287,40 @@ def demo_dataset_info(root: str | os.PathLike | None = None) -> dict[str, dict[s
     """dataset_info.json entries for the demo (built on first use), in the object form with `reader`."""
     paths = build_demo(root)
     return {name: {"root": paths[name], "reader": layout.reader} for name, layout in LAYOUTS.items()}
+
+
+def build_unseen_check(
+    folder: str | os.PathLike, photos: tuple[str, ...] = UNSEEN_PHOTOS, crops: int = 3, prompt_num: int = 10,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write a generalisation check: crops of photos and distortions the demo never shows.
+
+    Labels are SSIM quality q. `prompts.json` holds `prompt_num` ISPs spread over the label range
+    (images under prompts/); the other images are the queries (images/) with their labels in
+    `labels.csv` (path,score). Score them with
+    `test.py --prompts prompts.json --images images --output scores.csv` and compare to labels.csv.
+    Returns {"prompts": ..., "images": ..., "labels": ...}.
+    """
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    items = []
+    for name in photos:
+        photo = load_photo(name)
+        for crop_index in range(crops):
+            crop = random_crop(photo, rng)
+            for distortion, level, image in distorted_versions(crop, (seed, crop_index), UNSEEN_DISTORTIONS):
+                items.append((f"{name}{crop_index}_{distortion.csiq_tag}_{level}.png", image, ssim_quality(crop, image)))
+    # Prompts: evenly spaced ranks of the label order, so they cover the whole range.
+    order = np.argsort([q for _, _, q in items], kind="stable")
+    prompt_positions = set(order[np.linspace(0, len(items) - 1, prompt_num).round().astype(int)].tolist())
+    isp, labels = [], []
+    for position, (file, image, q) in enumerate(items):
+        if position in prompt_positions:
+            _write_png(folder / "prompts" / file, image)
+            isp.append([f"prompts/{file}", q])
+        else:
+            _write_png(folder / "images" / file, image)
+            labels.append(f"images/{file},{q:.{LABEL_DECIMALS}f}")
+    (folder / "prompts.json").write_text(json.dumps({"isp": isp}, indent=1) + "\n")
+    (folder / "labels.csv").write_text("path,score\n" + "\n".join(labels) + "\n")
+    return {"prompts": folder / "prompts.json", "images": folder / "images", "labels": folder / "labels.csv"}

@@ -1,8 +1,8 @@
 """Training groups, their distribution over processes, and the choice of prompts.
 
-A group is `group_size` training images of one dataset (spec training.md, Batches); every process
+A group is `group_size` training images of one dataset (docs/training.md, Batches); every process
 takes one group per step. Prompts for evaluation come from a dataset's training images (spec
-training.md, Evaluation).
+docs/training.md, Evaluation).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def form_groups(
     pool: list[Group] = []
     for dataset_id, size in sizes.items():
         order = rng.permutation(size)
-        # spec training.md, Batches: the incomplete last group is dropped in training.
+        # docs/training.md, Batches: the incomplete last group is dropped in training.
         for start in range(0, size - group_size + 1, group_size):
             pool.append((dataset_id, order[start : start + group_size].tolist()))
     return [pool[i] for i in rng.permutation(len(pool))]
@@ -86,7 +86,7 @@ def shard_groups(
 def select_prompts(labels: Sequence[float], n: int, mode: str = "fixed", seed: int | None = None) -> list[int]:
     """Indices (into `labels`, a dataset's training list) of the n images used as prompts.
 
-    "fixed" is the published rule over the images sorted by label (spec training.md, Evaluation):
+    "fixed" is the published rule over the images sorted by label (docs/training.md, Evaluation):
     the lowest, then step = (U - 2) // (n - 2) and the images at step, 2*step, ... until n - 1 are
     taken, then the highest. n = 2 gives the lowest and the highest; n = 1, which the rule does
     not cover, gives the median (the lower one for even U).

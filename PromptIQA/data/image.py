@@ -1,4 +1,4 @@
-"""Image decoding and the published pre-processing (spec: model.md, section 5).
+"""Image decoding and the published pre-processing (docs/model.md, section 5).
 
 OpenCV decode (8-bit BGR; grey, alpha, palette and 16-bit images become 8-bit BGR), resize of the
 whole image to size x size with INTER_CUBIC, RGB, then (x / 255 - 0.5) / 0.5. The resized uint8

@@ -195,3 +195,14 @@ def unflipped_batches(dataset_id: int, indices: Sequence[int], batch_size: int) 
     """Unflipped images of one dataset, in the given order, in batches."""
     items = [(dataset_id, i, False) for i in indices]
     return [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+
+
+def image_batches(
+    datasets: Sequence[SplitDataset], dataset_id: int, indices: Sequence[int], batch_size: int, workers: int = 0
+) -> Iterator[Batch]:
+    """One pass, with a loader of its own, over unflipped images of one dataset in the given order:
+    normalised float images (B, 3, H, W), labels and dataset ids."""
+    batches = GivenBatches()
+    batches.set_batches(unflipped_batches(dataset_id, indices, batch_size))
+    for images, labels, dataset_ids in ImageLoader(datasets, batches, workers):
+        yield normalise(images), labels, dataset_ids

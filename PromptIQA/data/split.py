@@ -1,4 +1,4 @@
-"""The published train/test split: a seeded shuffle of split units (spec: datasets.md, "The split")."""
+"""The published train/test split: a seeded shuffle of split units (docs/datasets.md, "The split")."""
 from __future__ import annotations
 
 import random

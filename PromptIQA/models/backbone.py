@@ -1,9 +1,14 @@
 """Backbones that give PromptIQA's head four same-size feature maps (B, D, S, S).
 
-The default, timm's `vit_base_patch8_224`, is the published backbone: the patch tokens of four
-evenly spaced blocks (2, 5, 8, 11 of 12). A timm CNN (e.g. `resnet50`) is accepted through a small
-adapter that projects its last four stages to D channels and resizes them to one grid; only the ViT
-default matches the published weights.
+Any timm model with timm's intermediate-layer API (`forward_intermediates`,
+`prune_intermediate_layers`) and at least four feature levels works:
+- isotropic models (ViTs and other models whose levels all have one width and one stride): four
+  evenly spaced blocks ending with the last, used as they are. The default, `vit_base_patch8_224`,
+  is the published backbone: blocks 2, 5, 8, 11 of 12.
+- hierarchical models (CNNs, Swin, ...): the last four levels, each projected to D channels (1x1) and
+  resized to one grid.
+Everything after the last level used (final norms, pooling, classifier heads) is pruned, so every
+parameter of the backbone receives a gradient. Only the default matches the published weights.
 """
 from __future__ import annotations
 
@@ -22,6 +27,13 @@ from ..errors import UserError
 DEFAULT_BACKBONE = "vit_base_patch8_224"
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 CNN_DIM, CNN_HEADS, CNN_STRIDE = 384, 6, 16
+FEATURE_COUNT = 4
+HEAD_DIM = 64  # channels per attention head when the backbone has no attention of its own
+WHAT_WORKS = (
+    "use a timm model with forward_intermediates and at least four feature levels: ViTs such as "
+    "vit_base_patch8_224, vit_small_patch16_224, vit_relpos_small_patch16_224, eva02_small_patch14_224, "
+    "vit_small_patch16_rope_224, or CNNs such as resnet50, convnext_tiny, efficientnet_b0"
+)
 
 
 @dataclass(frozen=True)
@@ -33,57 +45,128 @@ class FeatureLayout:
     num_heads: int  # heads of the transformer block that follows the MALs
 
 
-def is_vit(model: nn.Module) -> bool:
-    return hasattr(model, "blocks") and hasattr(model, "patch_embed")
+@dataclass(frozen=True)
+class Backbone:
+    """A pruned timm model and where PromptIQA reads its four maps."""
+
+    model: nn.Module
+    indices: list[int]  # the feature levels read, as forward_intermediates numbers them
+    channels: list[int]  # channels of each level read
+    isotropic: bool  # True: the levels share width and stride, so they are used as they are
+    layout: FeatureLayout
+    pruned_keys: frozenset[str]  # state-dict keys the pruning removed (weights never used)
 
 
-def create_timm_model(name: str, img_size: int) -> nn.Module:
-    """A timm model without classifier and without pretrained weights (never downloads)."""
+def _create(name: str, img_size: int) -> nn.Module:
+    """The timm model without classifier and without pretrained weights (never downloads)."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = f" Did you mean: {', '.join(close)}?" if close else f" {WHAT_WORKS}."
         raise UserError(f"--backbone {name}: not a timm model.{hint}")
-    model = timm.create_model(name, pretrained=False, num_classes=0)
-    if is_vit(model):
-        if img_size != model.patch_embed.img_size[0]:
-            model = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size)
-        model.norm = nn.Identity()  # the published network drops the final norm (no `vit.norm.*` keys)
-    elif not hasattr(model, "forward_intermediates"):
-        raise UserError(f"--backbone {name}: neither a ViT with blocks nor a CNN with feature stages")
-    return model
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size)
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+    return timm.create_model(name, pretrained=False, num_classes=0)  # fully convolutional: any size
 
 
-def vit_block_indices(depth: int) -> list[int]:
-    """Four evenly spaced blocks, ending with the last: (2, 5, 8, 11) for 12 blocks."""
-    return [depth * (k + 1) // 4 - 1 for k in range(4)]
+def _feature_levels(model: nn.Module, name: str) -> list[dict]:
+    levels = list(getattr(model, "feature_info", None) or [])
+    api = all(hasattr(model, m) for m in ("forward_intermediates", "prune_intermediate_layers"))
+    if not api or len(levels) < FEATURE_COUNT:
+        found = f"{len(levels)} feature levels" if api else "no forward_intermediates"
+        raise UserError(f"--backbone {name}: PromptIQA needs {FEATURE_COUNT} feature levels, this model has {found}; {WHAT_WORKS}.")
+    return levels
 
 
-def vit_layout(vit: nn.Module) -> FeatureLayout:
-    return FeatureLayout(dim=vit.embed_dim, grid=vit.patch_embed.grid_size[0], num_heads=vit.blocks[0].attn.num_heads)
+def isotropic_indices(depth: int) -> list[int]:
+    """Four evenly spaced levels, ending with the last: (2, 5, 8, 11) for 12 blocks."""
+    return [depth * (k + 1) // FEATURE_COUNT - 1 for k in range(FEATURE_COUNT)]
 
 
-def vit_feature_maps(vit: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """Patch tokens of four blocks as (B, D, S, S) maps, class token dropped (model.md 1)."""
-    return vit.forward_intermediates(
-        images, indices=vit_block_indices(len(vit.blocks)), norm=False, output_fmt="NCHW", intermediates_only=True
-    )
+def _grid(name: str, img_size: int, stride: int) -> int:
+    if img_size % stride:
+        lower, upper = img_size // stride * stride, (img_size // stride + 1) * stride
+        sizes = f"{lower} or {upper}" if lower else str(upper)
+        raise UserError(
+            f"--img-size {img_size} does not fit --backbone {name}: its feature levels have a stride of "
+            f"{stride} pixels; use a multiple of {stride} such as {sizes}."
+        )
+    return img_size // stride
+
+
+def _attention_heads(model: nn.Module, dim: int) -> int:
+    """The backbone's own attention heads (12 for the published ViT-B), else 64-channel heads."""
+    own = next((m.num_heads for m in model.modules() if isinstance(getattr(m, "num_heads", None), int)), 0)
+    if own and dim % own == 0:
+        return own
+    return max(h for h in range(1, max(1, dim // HEAD_DIM) + 1) if dim % h == 0)
+
+
+def build_backbone(name: str, img_size: int) -> Backbone:
+    """Create `name` at `img_size`, choose its four levels and prune what comes after them.
+
+    Raises UserError, naming --backbone / --img-size and what works, for a model that cannot give
+    four square maps at this size.
+    """
+    model = _create(name, img_size)
+    levels = _feature_levels(model, name)
+    isotropic = len({(lv["num_chs"], lv["reduction"]) for lv in levels}) == 1
+    wanted = isotropic_indices(len(levels)) if isotropic else list(range(len(levels) - FEATURE_COUNT, len(levels)))
+    keys = set(model.state_dict())
+    indices = model.prune_intermediate_layers(wanted, prune_norm=True, prune_head=True)
+    pruned = frozenset(keys - set(model.state_dict()))
+    channels = [levels[i]["num_chs"] for i in indices]
+    if isotropic:
+        grid = _grid(name, img_size, levels[-1]["reduction"])
+        own_grid = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", (grid, grid)))
+        if own_grid != (grid, grid):
+            raise UserError(f"--backbone {name}: gives a {own_grid} token grid at --img-size {img_size}, "
+                            f"PromptIQA needs a square one; {WHAT_WORKS}.")
+        layout = FeatureLayout(dim=channels[0], grid=grid, num_heads=_attention_heads(model, channels[0]))
+    else:
+        _grid(name, img_size, max(levels[i]["reduction"] for i in indices))  # every level a whole size
+        layout = FeatureLayout(dim=CNN_DIM, grid=img_size // CNN_STRIDE, num_heads=CNN_HEADS)
+    return Backbone(model, indices, channels, isotropic, layout, pruned)
+
+
+def materialize_buffers(model: nn.Module, name: str, img_size: int) -> None:
+    """Recompute the non-persistent buffers of a backbone built on the meta device.
+
+    Checkpoints do not hold them (relative-position indices, rotary frequencies, constant biases),
+    so after a meta-device load they are still empty. They are taken from one normal construction
+    of the backbone on the CPU: timm computes them in the constructors, and rebuilding reproduces
+    them for any model without knowing how each module type fills its own.
+    """
+    empty = [key for key, buffer in model.named_buffers() if buffer.is_meta]
+    if not empty:
+        return
+    computed = dict(build_backbone(name, img_size).model.named_buffers())
+    for key in empty:
+        owner, _, attr = key.rpartition(".")
+        model.get_submodule(owner).register_buffer(attr, computed[key], persistent=False)
+
+
+def isotropic_maps(backbone: nn.Module, indices: list[int], images: torch.Tensor) -> list[torch.Tensor]:
+    """Patch tokens of the chosen blocks as (B, D, S, S) maps, prefix tokens dropped (docs/model.md 1)."""
+    return backbone.forward_intermediates(images, indices=indices, output_fmt="NCHW", intermediates_only=True)
 
 
 class CNNFeatureMaps(nn.Module):
-    """Last four stages of a timm CNN, each projected to D channels (1x1) and resized to S x S."""
+    """Levels of a hierarchical timm model, each projected to D channels (1x1) and resized to S x S."""
 
-    def __init__(self, body: nn.Module, img_size: int, dim: int = CNN_DIM):
+    def __init__(self, backbone: Backbone):
         super().__init__()
-        self.body = body
-        channels = [info["num_chs"] for info in body.feature_info[-4:]]
-        self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in channels)
-        self.layout = FeatureLayout(dim=dim, grid=img_size // CNN_STRIDE, num_heads=CNN_HEADS)
+        self.body = backbone.model
+        self.indices = backbone.indices
+        self.proj = nn.ModuleList(nn.Conv2d(c, backbone.layout.dim, 1) for c in backbone.channels)
+        self.grid = backbone.layout.grid
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        stages = self.body.forward_intermediates(images, indices=4, intermediates_only=True)
-        size = (self.layout.grid, self.layout.grid)
+        stages = self.body.forward_intermediates(images, indices=self.indices, output_fmt="NCHW", intermediates_only=True)
         return [
-            F.interpolate(proj(x), size=size, mode="bilinear", align_corners=False)
+            F.interpolate(proj(x), size=(self.grid, self.grid), mode="bilinear", align_corners=False)
             for proj, x in zip(self.proj, stages)
         ]
 
@@ -126,8 +209,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load ImageNet (timm) weights from a file found by resolve_pretrained into a backbone built by
-    create_timm_model."""
+    """Load ImageNet (timm) weights from a file found by resolve_pretrained into a model built by
+    build_backbone (the pruned norms and heads of the file are left out)."""
     path = Path(path)
     state = _read_state_dict(path)
     own = model.state_dict()

@@ -1,4 +1,4 @@
-"""The PromptIQA network (spec: model.md). Attribute names are the published checkpoint's keys."""
+"""The PromptIQA network (docs/model.md). Attribute names are the published checkpoint's keys."""
 from __future__ import annotations
 
 import os
@@ -13,18 +13,17 @@ from .backbone import (
     DEFAULT_BACKBONE,
     CNNFeatureMaps,
     FeatureLayout,
-    create_timm_model,
-    is_vit,
+    build_backbone,
+    isotropic_maps,
     load_backbone_weights,
+    materialize_buffers,
     resolve_pretrained,
-    vit_feature_maps,
-    vit_layout,
 )
 from .mal import MAL
 
 PROMPT_DIM = 128
 # The published head blocks were built with torch's LayerNorm default (eps 1e-5) except `blocks`
-# (1e-6); timm's Block default changed, so both are passed explicitly (model.md 3, 4).
+# (1e-6); timm's Block default changed, so both are passed explicitly (docs/model.md 3, 4.2; why: 7).
 LayerNormHead = partial(nn.LayerNorm, eps=1e-5)
 LayerNormScorer = partial(nn.LayerNorm, eps=1e-6)
 
@@ -82,22 +81,26 @@ class PromptIQA(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig(), pretrained: str | os.PathLike | None = None):
         super().__init__()
         self.config = config
-        body = create_timm_model(config.backbone, config.img_size)
+        backbone = build_backbone(config.backbone, config.img_size)
         weights = resolve_pretrained(pretrained, config.backbone)
         if weights is not None:
-            load_backbone_weights(body, weights)
-        if is_vit(body):
-            self.vit, self.cnn_backbone = body, None
-            layout = vit_layout(body)
+            load_backbone_weights(backbone.model, weights)
+        # Isotropic backbones sit under `vit`, the published checkpoint's prefix.
+        if backbone.isotropic:
+            self.vit, self.cnn_backbone = backbone.model, None
+            prefix = "vit."
         else:
-            self.vit, self.cnn_backbone = None, CNNFeatureMaps(body, config.img_size)
-            layout = self.cnn_backbone.layout
-        self.layout: FeatureLayout = layout
-        d, s = layout.dim, layout.grid
+            self.vit, self.cnn_backbone = None, CNNFeatureMaps(backbone)
+            prefix = "cnn_backbone.body."
+        self.feature_indices = backbone.indices
+        self.layout: FeatureLayout = backbone.layout
+        # Weights of pruned norms/heads, found in checkpoints written before they were pruned.
+        self.pruned_keys = frozenset(prefix + key for key in backbone.pruned_keys)
+        d, s = self.layout.dim, self.layout.grid
 
         self.MALs = nn.ModuleList(MAL(d, 4, s) for _ in range(3))
         self.fusion_mal = MAL(d, 3, s)
-        self.block = Block(d, layout.num_heads, qkv_bias=False, norm_layer=LayerNormHead)
+        self.block = Block(d, self.layout.num_heads, qkv_bias=False, norm_layer=LayerNormHead)
         self.cnn = quality_cnn(d, s)
 
         self.i_p_fusion = head_blocks(3, qkv_bias=False)
@@ -113,14 +116,22 @@ class PromptIQA(nn.Module):
     def prompt_num(self) -> int:
         return self.config.prompt_num
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The timm model the feature maps come from."""
+        return self.vit if self.vit is not None else self.cnn_backbone.body
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the backbone's activations in the backward pass (less memory, more time)."""
-        body = self.vit if self.vit is not None else self.cnn_backbone.body
-        body.set_grad_checkpointing(enable)
+        self.backbone.set_grad_checkpointing(enable)
+
+    def materialize_buffers(self) -> None:
+        """Fill the backbone's non-persistent buffers after building on the meta device and loading."""
+        materialize_buffers(self.backbone, self.config.backbone, self.config.img_size)
 
     def backbone_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self.vit is not None:
-            return vit_feature_maps(self.vit, images)
+            return isotropic_maps(self.vit, self.feature_indices, images)
         return self.cnn_backbone(images)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -146,7 +157,9 @@ class PromptIQA(nn.Module):
             prompts = self.prompt_fusion(prompts)
         tokens = torch.cat([features.unsqueeze(1), prompts], dim=1)
         tokens = self.norm(self.blocks(tokens))
-        return self.score_block(tokens)[:, 0, 0]
+        # The score head runs in fp32 under autocast: a bf16 output would round scores to 1/256.
+        with torch.autocast(tokens.device.type, enabled=False):
+            return self.score_block(tokens.float())[:, 0, 0]
 
     def encode_prompts(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """ISP images (n, 3, H, W) with scores (n,) in [0, 1] -> prompt vectors (n, 128)."""
@@ -157,7 +170,7 @@ class PromptIQA(nn.Module):
         return self.score_features(self.image_features(images), prompts)
 
     def forward(self, images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Training step (model.md 4): image i is scored against the other B - 1 ISPs, in batch order."""
+        """Training step (docs/model.md 4.3): image i is scored against the other B - 1 ISPs, in batch order."""
         features = self.image_features(images)
         prompts = self.prompt_vectors(features, scores)
         b = features.shape[0]
