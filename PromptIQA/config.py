@@ -127,7 +127,8 @@ class LaunchConfig:
     dist_timeout: float = 1800.0  # seconds before a stuck collective fails
 
     def __post_init__(self) -> None:
-        _check(_is_count(self.nodes) and self.nodes >= 1, "--world-size", self.nodes, "give the number of nodes, 1 or more")
+        _check(_is_count(self.nodes) and self.nodes >= 1, "--world-size", self.nodes,
+               "give the number of nodes, 1 or more")
         _check(self.nodes == 1 or self.multiprocessing_distributed, "--world-size", self.nodes,
                "several nodes need --multiprocessing-distributed (or launch with torchrun)")
         _check(_is_count(self.node_rank) and 0 <= self.node_rank < self.nodes, "--rank", self.node_rank,
@@ -179,7 +180,8 @@ class TrainConfig:
                self.model.img_size, f"use {MIN_IMG_SIZE} pixels or more (the published size is 224)")
         _check(isinstance(self.pretrained, str) and bool(self.pretrained), "--pretrained", repr(self.pretrained),
                "use imagenet, a weights file or none")
-        _check(_is_count(self.seed) and 0 <= self.seed < 2**32, "--seed", self.seed, "use a whole number from 0 to 2**32 - 1")
+        _check(_is_count(self.seed) and 0 <= self.seed < 2**32, "--seed", self.seed,
+               "use a whole number from 0 to 2**32 - 1")
 
     @property
     def last_epoch(self) -> int:

@@ -45,8 +45,8 @@ def read_datasets(names: list[str], dataset_info: str | Path, demo: bool = False
 def check_network(config: TrainConfig) -> None:
     """The pre-flight check of the network: the --pretrained file is read (a damaged file, or a pickle
     that would run code, is refused), then the network is built with those weights on the meta
-    device (no memory, no arithmetic) and a batch is passed through it, so that a backbone that does
-    not fit, or does not run at --img-size, fails before any image is cached."""
+    device (no memory, no arithmetic) and a batch is passed through its image path, so that a
+    backbone that does not fit, or does not run at --img-size, fails before any image is cached."""
     weights = resolve_pretrained(config.pretrained, config.model.backbone)
     if weights is not None and weights.suffix != ".safetensors":
         read_checkpoint(weights, flag="--pretrained")
@@ -55,8 +55,7 @@ def check_network(config: TrainConfig) -> None:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "copying into a meta parameter is a no-op": as intended here
             model = PromptIQA(config.model, weights).eval()
-            prompts = model.encode_prompts(torch.empty(2, 3, size, size), torch.empty(2))
-            model.score_images(torch.empty(1, 3, size, size), prompts)
+            model.image_features(torch.empty(2, 3, size, size))  # the rest of the network does not depend on the size
     except UserError:
         raise
     except Exception as error:  # the backbone's own check, whatever form it takes

@@ -24,7 +24,7 @@ def data(tmp_path_factory):
 def previous_run(folder):
     """What an earlier run left: results, its log and plots, and a file of the user's."""
     folder.mkdir(parents=True)
-    for name in ("metrics.csv", "metrics.jsonl", "args.json", "train.log", "predictions_set_a.csv", "scatter_set_a.png"):
+    for name in ("metrics.csv", "metrics.jsonl", "args.json", "train.log", "predictions_a.csv", "scatter_a.png"):
         (folder / name).write_text("earlier run\n")
     (folder / "notes.txt").write_text("mine\n")
     return folder

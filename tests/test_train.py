@@ -183,7 +183,8 @@ def test_demo_is_a_preset_that_explicit_flags_override():
     published = train.parse_config([])
     assert published.data.datasets == PUBLISHED_DATASETS and not published.data.demo
     assert (published.model.img_size, published.optim.batch_size, published.optim.epochs) == (224, 44, 50)
-    assert (published.optim.lr, published.optim.random_scale_rate, published.optim.random_flipping_rate) == (1e-5, 0.5, 0.1)
+    optim = published.optim
+    assert (optim.lr, optim.weight_decay, optim.random_scale_rate, optim.random_flipping_rate) == (1e-5, 1e-5, 0.5, 0.1)
     assert set(DEMO_PRESET) <= {f"{section}.{name}" for section, part in published.to_dict().items()
                                 if isinstance(part, dict) for name in part} | {"pretrained"}
 
@@ -197,7 +198,8 @@ def test_every_flag_takes_both_spellings():
     dashes = [a.replace("_", "-") if a.startswith("--") else a for a in underscores]
     config = train.parse_config(dashes)
     assert train.parse_config(underscores) == config
-    assert (config.optim.batch_size, config.optim.weight_decay, config.model.img_size, config.data.cache_dir) == (8, 0, 64, "none")
+    assert (config.optim.batch_size, config.optim.weight_decay, config.model.img_size) == (8, 0, 64)
+    assert (config.data.cache_dir, config.data.on_bad_image, config.data.eval_batch_size) == ("none", "skip", 3)
     assert (config.launch.cpu_processes, config.launch.nodes, config.launch.node_rank) == (2, 2, 1)
     assert config.execution.grad_checkpointing and config.run.stop_after_epoch == 2
 

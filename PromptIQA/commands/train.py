@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = p.add_argument_group("run folder")
     option(run, "--save_path", key="run.save_path", help="run folder: checkpoints, logs, metrics, plots")
-    option(run, "--resume", key="run.resume", help="PATH of a last.pth.tar, or auto (save_path/last.pth.tar if there is one)")
+    option(run, "--resume", key="run.resume",
+           help="PATH of a last.pth.tar, or auto (save_path/last.pth.tar if there is one)")
     option(run, "--overwrite", key="run.overwrite", action="store_true",
            help="start afresh in a --save_path that holds a run, deleting that run's files")
     option(run, "--stop-after-epoch", key="run.stop_after_epoch", type=int,
