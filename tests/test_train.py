@@ -131,7 +131,6 @@ class Crash(Exception):
     """Stands for the process dying (power cut, full disk) at a chosen point."""
 
 
-@pytest.mark.slow
 def test_a_crash_between_checkpoint_and_metrics_loses_no_row_and_repeats_none(two_epochs, data, tmp_path, monkeypatch):
     write_metrics = RunLog.write_metrics
     calls = []
@@ -152,7 +151,6 @@ def test_a_crash_between_checkpoint_and_metrics_loses_no_row_and_repeats_none(tw
     assert history(run) == history(two_epochs) and same_weights(run, two_epochs)
 
 
-@pytest.mark.slow
 def test_bf16_with_gradient_checkpointing_trains_on_cpu(data, tmp_path):
     run = tmp_path / "bf16"
     argv = training_args(data, run, "--epochs", "1", "--precision", "bf16", "--grad-checkpointing")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.multiprocessing as mp
 
-from ..config import DEMO_PRESET, PRECISION_CHOICES, TrainConfig
+from ..config import BACKEND_CHOICES, BAD_IMAGE_CHOICES, DEMO_PRESET, PRECISION_CHOICES, TrainConfig
 from ..data.dataset_info import format_summary, summarize
 from ..data.records import Record
 from ..distributed import Topology, cleanup, init_distributed, owns_run_folder, resolve_topology, sync_buffers
@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     def option(group: argparse._ActionsContainer, *flags: str, key: str, help: str, **kwargs: Any) -> None:
         if kwargs.get("action") != "store_true" and "choices" not in kwargs:
             kwargs["metavar"] = key.rpartition(".")[2].upper()
-        group.add_argument(*flags, dest=key, help=f"{help} (default: {_default(key)})", **kwargs)
+        default = _default(key)
+        shown = "" if default is None or default is False else f" (default: {default})"
+        group.add_argument(*flags, dest=key, help=help + shown, **kwargs)
 
     data = p.add_argument_group("data")
     option(data, "--dataset", key="data.datasets", nargs="+", help="dataset names in --dataset-info")
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
            help="train a small model on the built-in demo datasets (a preset; flags given with it win)")
     option(data, "--cache-dir", key="data.cache_dir",
            help="image cache folder; none turns it off; unset means $PROMPTIQA_CACHE/images")
-    option(data, "--on-bad-image", key="data.on_bad_image", choices=["fail", "skip"],
+    option(data, "--on-bad-image", key="data.on_bad_image", choices=BAD_IMAGE_CHOICES,
            help="unreadable images: stop with a list of them, or leave them out and say how many")
     option(data, "-j", "--workers", key="data.workers", type=int, help="data loading workers per process")
     option(data, "--eval-batch-size", key="data.eval_batch_size", type=int, help="images per evaluation batch")
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(launch, "--cpu-processes", key="launch.cpu_processes", type=int,
            help="processes per node when there is no CUDA (spawn mode)")
     option(launch, "--dist-url", key="launch.dist_url", help="address of rank 0 (spawn mode)")
-    option(launch, "--dist-backend", key="launch.dist_backend", choices=["nccl", "gloo"],
+    option(launch, "--dist-backend", key="launch.dist_backend", choices=BACKEND_CHOICES,
            help="unset means nccl on CUDA, gloo on CPU")
     option(launch, "--dist-timeout", key="launch.dist_timeout", type=float,
            help="seconds before a stuck collective fails")
