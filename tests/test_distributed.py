@@ -16,7 +16,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from conftest import ROOT
 from PromptIQA.commands import score as score_cli
-from PromptIQA.commands import train
 from PromptIQA.commands.common import run_main
 from PromptIQA.config import TrainConfig
 from PromptIQA.distributed import Topology, all_gather_objects, cleanup, init_distributed, sync_buffers

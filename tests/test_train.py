@@ -246,6 +246,7 @@ BAD_VALUES = [
     (["--seed", "-1"], "--seed -1"),
     (["--resume", "auto", "--overwrite"], "--overwrite"),
     (["--device", "tpu"], "--device tpu"),
+    (["--precision", "tf32"], "--precision tf32"),
     (["--backbone", "no_such_net"], "--backbone no_such_net"),
 ]
 

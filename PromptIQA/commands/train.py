@@ -135,6 +135,8 @@ def parse_config(argv: list[str]) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check everything that can be checked (flags, datasets, network, resume file, run folder),
+    then train in this process, in spawned processes, or as one of torchrun's."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = config_from_args(args)
     device = resolve_device(config.execution.device)
@@ -151,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     resume_from = resume_path(config.run)
     if resume_from:
         read_training_checkpoint(resume_from, config)
-    if not owns_run_folder(topology, config.launch):
-        launch(topology, config, records)
-        return 0
-    with claim_run_folder(config.run):
+    with claim_run_folder(config.run) if owns_run_folder(topology, config.launch) else nullcontext():
         launch(topology, config, records)
     return 0
 
