@@ -184,7 +184,7 @@ class TrainConfig:
                "use a whole number from 0 to 2**32 - 1")
 
     @property
-    def last_epoch(self) -> int:
+    def end_epoch(self) -> int:
         """One past the last epoch this invocation runs (--stop-after-epoch ends a run early)."""
         return min(self.optim.epochs, self.run.stop_after_epoch or self.optim.epochs)
 

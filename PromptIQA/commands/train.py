@@ -187,10 +187,10 @@ def main_worker(local_index: int, topology: Topology, config: TrainConfig, recor
     run = start_run(config, topology, ctx, records, log)
     log.info(f"{topology.world_size} process(es) ({topology.nodes} node(s) x {topology.procs_per_node}, "
              f"{topology.launcher}), groups of {config.model.prompt_num + 1} images, {run.precision} on {ctx.device}")
-    if run.start_epoch >= config.last_epoch:
+    if run.start_epoch >= config.end_epoch:
         log.info(f"nothing to do: the run has finished {run.start_epoch} of {config.optim.epochs} epochs")
 
-    for epoch in range(run.start_epoch, config.last_epoch):
+    for epoch in range(run.start_epoch, config.end_epoch):
         lr = cosine_lr(config.optim.lr, epoch, config.optim.epochs)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
