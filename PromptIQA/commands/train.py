@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def launch(topology: Topology, config: TrainConfig, records: dict[str, list[Record]]) -> None:
+    """Start this node's training processes: spawned, or this process itself (alone or under torchrun)."""
     if topology.launcher == "spawn":
         try:
             mp.spawn(worker_entry, nprocs=topology.procs_per_node, args=(topology, config, records))
