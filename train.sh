@@ -20,7 +20,6 @@ CUDA_VISIBLE_DEVICES=$GPUS python train.py \
     --weight_decay 1e-5 \
     --random_flipping_rate 0.1 \
     --random_scale_rate 0.5 \
-    --model promptiqa \
     --pretrained imagenet \
     --save_path ./runs/promptiqa \
     --resume auto

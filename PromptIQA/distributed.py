@@ -1,17 +1,39 @@
 """Process groups for one process, `mp.spawn` (one process per GPU, MoCo style) or torchrun.
 
-Without CUDA the same launch modes run CPU processes over gloo, so DDP is testable anywhere.
+Without CUDA the same launch modes run CPU processes over gloo, so DDP is testable anywhere. Every
+mode is described by one `Topology` (nodes, processes per node, world size, backend), which runs
+record in args.json and in their checkpoints.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
+from .config import LaunchConfig
 from .errors import UserError
+
+LAUNCHERS = ("single", "spawn", "torchrun")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How many processes a run has and how they talk; the same fields whatever launched them."""
+
+    launcher: str  # one of LAUNCHERS
+    nodes: int
+    procs_per_node: int
+    backend: str | None  # None: one process, no process group
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "world_size": self.world_size}
 
 
 @dataclass(frozen=True)
@@ -19,6 +41,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    local_rank: int = 0  # index of this process on its node
 
     @property
     def is_main(self) -> bool:
@@ -33,26 +56,46 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(
-    local_index: int,
-    procs_per_node: int,
-    node_rank: int,
-    world_size: int,
-    device: torch.device,
-    dist_url: str,
-    backend: str | None,
-    timeout_s: float,
-) -> DistContext:
+def resolve_topology(launch: LaunchConfig, device: torch.device) -> Topology:
+    """torchrun's variables when it launched us; else `--multiprocessing-distributed` spawns one
+    process per visible GPU (or `--cpu-processes` without CUDA) on each of `--world-size` nodes;
+    else one process."""
+    if launched_by_torchrun():
+        world, local = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_WORLD_SIZE"])
+        if world % local:
+            raise UserError(f"torchrun: WORLD_SIZE {world} is not a multiple of LOCAL_WORLD_SIZE {local}; "
+                            "start the same number of processes on every node")
+        launcher, nodes, procs = "torchrun", world // local, local
+    elif launch.multiprocessing_distributed:
+        procs = torch.cuda.device_count() if device.type == "cuda" else launch.cpu_processes
+        launcher, nodes = "spawn", launch.nodes
+    else:
+        launcher, nodes, procs = "single", 1, 1
+    backend = None
+    if nodes * procs > 1:
+        backend = launch.dist_backend or ("nccl" if device.type == "cuda" else "gloo")
+    return Topology(launcher, nodes, procs, backend)
+
+
+def owns_run_folder(topology: Topology, launch: LaunchConfig) -> bool:
+    """Whether this launcher process will hold rank 0, the one process that writes the run folder."""
+    if topology.launcher == "torchrun":
+        return os.environ.get("RANK") == "0"
+    return launch.node_rank == 0
+
+
+def init_distributed(local_index: int, topology: Topology, launch: LaunchConfig, device: torch.device) -> DistContext:
     """Join the process group (if more than one process) and pick this process's device.
 
     Spawned processes: rank = node_rank * procs_per_node + local_index (MoCo). Under torchrun the
-    launcher's RANK / WORLD_SIZE / LOCAL_RANK and env:// are used instead.
+    launcher's RANK / LOCAL_RANK and env:// are used instead.
     """
-    if launched_by_torchrun():
-        rank, world_size, local_index = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-        dist_url = "env://"
+    url = launch.dist_url
+    if topology.launcher == "torchrun":
+        rank, local_index, url = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), "env://"
     else:
-        rank = node_rank * procs_per_node + local_index
+        rank = launch.node_rank * topology.procs_per_node + local_index
+    world_size = topology.world_size
     if device.type == "cuda":
         index = device.index if world_size == 1 and device.index is not None else local_index
         if index >= torch.cuda.device_count():
@@ -60,13 +103,13 @@ def init_distributed(
         device = torch.device("cuda", index)
         torch.cuda.set_device(device)
     elif world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs_per_node))  # CPU processes share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // topology.procs_per_node))  # processes share the cores
     if world_size > 1:
-        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
         dist.init_process_group(
-            backend, init_method=dist_url, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+            topology.backend, init_method=url, rank=rank, world_size=world_size,
+            timeout=timedelta(seconds=launch.dist_timeout),
         )
-    return DistContext(rank, world_size, device)
+    return DistContext(rank, world_size, device, local_index)
 
 
 def all_gather_objects(obj, ctx: DistContext) -> list:

@@ -1,15 +1,21 @@
-"""The run folder: resolved arguments, environment, a log of what was printed, metrics per epoch.
+"""The run folder: claiming it, the configuration and environment, a log of what was printed, and
+the metrics of every epoch.
 
-Only the main process writes; the others get a RunLog that does nothing.
+Only the main process writes; the others get a RunLog that does nothing. The metrics files are
+rewritten whole from the run's history (which the checkpoint also holds) after each checkpoint,
+so a run stopped anywhere and resumed lists every epoch exactly once.
 """
 from __future__ import annotations
 
-import csv
+import fcntl
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,14 +23,22 @@ import timm
 import torch
 
 from .atomic import atomic_open, write_csv_atomic
+from .config import RunConfig
+from .distributed import Topology
 from .engine import EpochStats, EvalResult, epoch_score, format_results
+from .errors import UserError
 from .plots import save_scatter
 
 METRIC_FIELDS = ["epoch", "split", "dataset", "srcc", "plcc", "images", "loss", "lr"]
+LOCK_FILE = ".lock"
+# Results of at least one finished epoch: a folder with any of them holds a run.
+RUN_RESULTS = ("last.pth.tar", "best.pth.tar", "metrics.csv", "metrics.jsonl")
+# Everything a run writes (what --overwrite deletes).
+RUN_FILES = (*RUN_RESULTS, "args.json", "environment.json", "train.log", "predictions_*.csv", "scatter_*.png")
 
 
-def environment(world_size: int) -> dict:
-    """Versions and hardware a run used, and the commit of this repository if it is a git checkout."""
+def environment(topology: Topology) -> dict:
+    """Versions and hardware a run used, its processes, and the commit of this repository if it is a git checkout."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
@@ -38,10 +52,53 @@ def environment(world_size: int) -> dict:
         "timm": timm.__version__,
         "cuda": torch.version.cuda if cuda else None,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-        "world_size": world_size,
+        "topology": topology.to_dict(),
         "git_commit": commit,
         "command": sys.argv,
     }
+
+
+@contextmanager
+def claim_run_folder(run: RunConfig) -> Iterator[Path]:
+    """Hold `run.save_path` for this run: created if missing, locked against a second live run, and
+    refused if it already holds a run, unless `--resume` (continue it) or `--overwrite` (whose old
+    run files are deleted here). The lock is released when the block ends, or when the process dies."""
+    folder = Path(run.save_path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--save_path {folder}: is a file, not a folder; give a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / LOCK_FILE, "a+")
+    except OSError as error:
+        raise UserError(f"--save_path {folder}: cannot write there ({error.strerror or error}); "
+                        "choose a folder you can write to") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise UserError(f"--save_path {folder}: another training run ({lock.read().strip() or 'unknown'}) "
+                            "is using this folder; wait for it to end or choose another --save_path") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        found = [name for name in RUN_RESULTS if (folder / name).exists()]
+        if found and not run.resume:
+            if not run.overwrite:
+                raise UserError(
+                    f"--save_path {folder}: already holds a training run ({', '.join(found)}); continue it "
+                    "with --resume auto, start afresh there with --overwrite, or choose another --save_path"
+                )
+            remove_run_files(folder)
+        yield folder
+
+
+def remove_run_files(folder: Path) -> None:
+    """Delete what an earlier run wrote in `folder` (and nothing else)."""
+    for pattern in RUN_FILES:
+        for path in folder.glob(pattern):
+            path.unlink()
 
 
 def save_predictions(results: list[EvalResult], folder: Path) -> None:
@@ -50,6 +107,24 @@ def save_predictions(results: list[EvalResult], folder: Path) -> None:
         rows = ((p, f"{y:.6f}", f"{x:.8f}") for p, y, x in zip(r.paths, r.labels, r.predictions))
         write_csv_atomic(folder / f"predictions_{r.name}.csv", ["path", "label", "prediction"], rows)
         save_scatter(r.predictions, r.labels, r.name, r.srcc, r.plcc, folder / f"scatter_{r.name}.png")
+
+
+def epoch_record(epoch: int, lr: float, train: EpochStats, results: list[EvalResult], best: dict) -> dict:
+    """One epoch in the run's history: a line of metrics.jsonl."""
+    return {
+        "epoch": epoch, "lr": lr, "train": asdict(train), "score": epoch_score(results), "best_epoch": best["epoch"],
+        "test": {r.name: {"srcc": r.srcc, "plcc": r.plcc, "images": len(r.labels)} for r in results},
+    }
+
+
+def metric_rows(record: dict) -> list[list]:
+    """The metrics.csv rows of one epoch: training, then one per test set."""
+    train = record["train"]
+    rows = [{"epoch": record["epoch"], "split": "train", "dataset": "all", "srcc": train["srcc"],
+             "plcc": train["plcc"], "images": train["images"], "loss": train["loss"], "lr": record["lr"]}]
+    rows += [{"epoch": record["epoch"], "split": "test", "dataset": name, "srcc": test["srcc"], "plcc": test["plcc"],
+              "images": test["images"], "lr": record["lr"]} for name, test in record["test"].items()]
+    return [[row.get(field, "") for field in METRIC_FIELDS] for row in rows]
 
 
 class RunLog:
@@ -74,31 +149,20 @@ class RunLog:
         if self.enabled:
             save_predictions(results, self.path)
 
-    def epoch(self, epoch: int, lr: float, train: EpochStats, results: list[EvalResult], best: dict) -> None:
-        """Print the epoch's table and append it to metrics.jsonl (one line) and metrics.csv (a row per set)."""
+    def report_epoch(self, record: dict, results: list[EvalResult]) -> None:
+        """Print the epoch's table (and keep it in train.log)."""
+        train = EpochStats(**record["train"])
+        improved = record["best_epoch"] == record["epoch"]
+        self.info(
+            f"epoch {record['epoch']}: lr {record['lr']:.3g}, train loss {train.loss:.4f}, SRCC {train.srcc:.4f}, "
+            f"PLCC {train.plcc:.4f}, {train.images / train.seconds:.1f} img/s\n{format_results(results)}\n"
+            f"score (sum of SRCC + PLCC) {record['score']:.4f}{' (best)' if improved else ''}"
+        )
+
+    def write_metrics(self, history: list[dict]) -> None:
+        """metrics.jsonl (a line per epoch) and metrics.csv (a row per epoch and set), rewritten whole."""
         if not self.enabled:
             return
-        improved = best["epoch"] == epoch
-        self.info(
-            f"epoch {epoch}: lr {lr:.3g}, train loss {train.loss:.4f}, SRCC {train.srcc:.4f}, PLCC {train.plcc:.4f}, "
-            f"{train.images / train.seconds:.1f} img/s\n{format_results(results)}\n"
-            f"score (sum of SRCC + PLCC) {epoch_score(results):.4f}{' (best)' if improved else ''}"
-        )
-        summary = {
-            "epoch": epoch, "lr": lr, "train": asdict(train), "score": epoch_score(results),
-            "best_epoch": best["epoch"],
-            "test": {r.name: {"srcc": r.srcc, "plcc": r.plcc, "images": len(r.labels)} for r in results},
-        }
-        rows = [{"epoch": epoch, "split": "train", "dataset": "all", "srcc": train.srcc, "plcc": train.plcc,
-                 "images": train.images, "loss": train.loss, "lr": lr}]
-        rows += [{"epoch": epoch, "split": "test", "dataset": r.name, "srcc": r.srcc, "plcc": r.plcc,
-                  "images": len(r.labels), "lr": lr} for r in results]
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(summary) + "\n")
-        csv_path = self.path / "metrics.csv"
-        new = not csv_path.exists()
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        with atomic_open(self.path / "metrics.jsonl") as f:
+            f.writelines(json.dumps(record) + "\n" for record in history)
+        write_csv_atomic(self.path / "metrics.csv", METRIC_FIELDS, (row for r in history for row in metric_rows(r)))

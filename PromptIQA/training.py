@@ -1,23 +1,36 @@
-"""Setting up a training run: datasets and image stores, seeding, checkpoint contents and resume."""
+"""Setting up a training run: the pre-flight checks, datasets and image stores, seeding, the run
+context every epoch shares, checkpoint contents, resume and the end-of-epoch saves."""
 from __future__ import annotations
 
-import argparse
 import random
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import read_checkpoint
-from .data.cache import cache_root, open_images
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import DataConfig, RunConfig, TrainConfig
+from .data.cache import BadImage, DirectImages, cache_root, open_images
 from .data.dataset_info import DatasetEntry, check_datasets, load_dataset_info
 from .data.demo import demo_dataset_info
-from .data.loader import SplitDataset
+from .data.image import ImageError
+from .data.loader import EpochGroups, ImageLoader, SplitDataset, eval_sets
 from .data.records import Record
-from .distributed import DistContext, all_gather_objects, barrier
+from .distributed import DistContext, Topology, all_gather_objects, barrier
+from .engine import EpochStats, EvalResult, Evaluation, epoch_score
 from .errors import UserError
-from .models import PromptIQA
-from .runlog import RunLog
+from .models import ModelConfig, PromptIQA
+from .models.backbone import resolve_pretrained
+from .runlog import RunLog, epoch_record
+from .runtime import compile_model, resolve_precision, set_matmul_precision
+
+LAST, BEST = "last.pth.tar", "best.pth.tar"
+TRAINING_KEYS = {"model", "model_config", "optimizer", "epoch", "best"}
 
 
 def read_datasets(names: list[str], dataset_info: str | Path, demo: bool = False) -> dict[str, list[Record]]:
@@ -29,6 +42,53 @@ def read_datasets(names: list[str], dataset_info: str | Path, demo: bool = False
     return check_datasets(names, info)
 
 
+def check_network(config: TrainConfig) -> None:
+    """The pre-flight check of the network: the --pretrained file is read (a damaged file, or a pickle
+    that would run code, is refused), then the network is built with those weights on the meta
+    device (no memory, no arithmetic) and a batch is passed through its image path, so that a
+    backbone that does not fit, or does not run at --img-size, fails before any image is cached."""
+    weights = resolve_pretrained(config.pretrained, config.model.backbone)
+    if weights is not None and weights.suffix != ".safetensors":
+        read_checkpoint(weights, flag="--pretrained")
+    size = config.model.img_size
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "copying into a meta parameter is a no-op": as intended here
+            model = PromptIQA(config.model, weights).eval()
+            model.image_features(torch.empty(2, 3, size, size))  # the rest of the network does not depend on the size
+    except UserError:
+        raise
+    except Exception as error:  # the backbone's own check, whatever form it takes
+        raise UserError(
+            f"--backbone {config.model.backbone} does not run at --img-size {size} "
+            f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+            "try the backbone's own image size or a multiple of its patch size, or another backbone"
+        ) from None
+
+
+def resume_path(run: RunConfig) -> Path | None:
+    """`--resume auto` continues from save_path/last.pth.tar when there is one, else starts afresh."""
+    if run.resume == "auto":
+        last = Path(run.save_path) / LAST
+        return last if last.exists() else None
+    return Path(run.resume) if run.resume else None
+
+
+def read_training_checkpoint(path: Path, config: TrainConfig) -> dict:
+    """A `last.pth.tar` this project wrote for the network `config` asks for."""
+    ckpt = read_checkpoint(path, flag="--resume")
+    missing = TRAINING_KEYS - set(ckpt)
+    if missing:
+        raise UserError(f"--resume {path}: not a training checkpoint of this project (no {', '.join(sorted(missing))})")
+    saved = ModelConfig.from_dict(ckpt["model_config"])
+    for flag, name in (("--backbone", "backbone"), ("--img-size", "img_size")):
+        was, now = getattr(saved, name), getattr(config.model, name)
+        if was != now:
+            raise UserError(f"--resume {path}: that run trained with {flag} {was}, this one asks for {flag} {now}; "
+                            f"pass {flag} {was} to continue it, or start a new run in another --save_path")
+    return ckpt
+
+
 def image_cache_dir(cache_dir: str | None) -> Path | None:
     """`none` turns the cache off; the default lives under $PROMPTIQA_CACHE (or ~/.cache/promptiqa)."""
     if cache_dir == "none":
@@ -36,35 +96,52 @@ def image_cache_dir(cache_dir: str | None) -> Path | None:
     return Path(cache_dir) if cache_dir else cache_root() / "images"
 
 
+def find_unreadable(store: DirectImages, threads: int, ctx: DistContext) -> list[BadImage]:
+    """Decode every image of an uncached store once (each process a share) and list those that fail."""
+
+    def check(index: int) -> BadImage | None:
+        try:
+            store[index]
+        except ImageError as error:
+            return BadImage(index, store.paths[index], str(error).removeprefix(f"{store.paths[index]}: "))
+        return None
+
+    with ThreadPoolExecutor(threads) as pool:
+        mine = [b for b in pool.map(check, range(ctx.rank, len(store), ctx.world_size)) if b is not None]
+    return sorted((b for found in all_gather_objects(mine, ctx) for b in found), key=lambda b: b.index)
+
+
 def open_datasets(
-    records: dict[str, list[Record]],
-    img_size: int,
-    seed: int,
-    cache_dir: Path | None,
-    workers: int,
-    on_bad_image: str,
-    ctx: DistContext,
-    local_index: int,
-    log: RunLog,
+    records: dict[str, list[Record]], data: DataConfig, img_size: int, seed: int, ctx: DistContext,
+    log: RunLog | None = None,
 ) -> list[SplitDataset]:
-    """Split each dataset and open its image store; one process per node builds missing caches first."""
+    """Split each dataset and open its image store; one process per node builds missing caches first.
+
+    Unreadable images stop here (`--on-bad-image fail`, with the cache) or are left out and counted
+    (`skip`; without the cache every image is decoded once to find them).
+    """
+    cache_dir = image_cache_dir(data.cache_dir)
+    threads = max(data.workers, 1)
 
     def open_stores() -> list:
         return [
-            open_images([r.path for r in recs], img_size, cache_dir, max(workers, 1), on_bad_image, ctx.is_main)
+            open_images([r.path for r in recs], img_size, cache_dir, threads, data.on_bad_image, ctx.is_main)
             for recs in records.values()
         ]
 
-    if local_index != 0:
+    if ctx.local_rank != 0:
         barrier(ctx)
     stores = open_stores()
-    if local_index == 0:
+    if ctx.local_rank == 0:
         barrier(ctx)
     datasets = []
     for (name, recs), store in zip(records.items(), stores):
-        if store.bad:
-            log.info(f"{name}: skipping {len(store.bad)} unreadable image(s), e.g. {store.bad[0].path}")
-        datasets.append(SplitDataset.from_records(name, recs, store, seed))
+        bad = store.bad
+        if cache_dir is None and data.on_bad_image == "skip":
+            bad = find_unreadable(store, threads, ctx)
+        if bad and log is not None:
+            log.info(f"{name}: skipping {len(bad)} unreadable image(s), e.g. {bad[0].path} ({bad[0].reason})")
+        datasets.append(SplitDataset.from_records(name, recs, store, seed, bad))
     return datasets
 
 
@@ -80,52 +157,117 @@ def rng_state() -> dict[str, torch.Tensor | list[torch.Tensor]]:
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
-def checkpoint_state(
-    model: PromptIQA,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    best: dict,
-    args: argparse.Namespace,
-    prompt_num: int,
-    ctx: DistContext,
-) -> dict:
-    """Everything `--resume` needs; called on every process (it gathers each one's RNG state)."""
-    return {
-        "model": model.state_dict(),
-        "model_config": model.config.to_dict(),
-        "prompt_num": prompt_num,
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch + 1,  # epochs completed
-        "best": best,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "rng": all_gather_objects(rng_state(), ctx),
-    }
+@dataclass
+class Run:
+    """What the epochs of one training run share, on one process."""
+
+    config: TrainConfig
+    topology: Topology
+    dist: DistContext
+    log: RunLog
+    datasets: list[SplitDataset]
+    model: PromptIQA  # unwrapped and uncompiled: what is evaluated and saved
+    network: nn.Module  # what the training step calls: the model, compiled and/or DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    train_batches: ImageLoader
+    evaluation: Evaluation
+    precision: str
+    start_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"score": -float("inf"), "epoch": None})
+    history: list[dict] = field(default_factory=list)  # one epoch_record per finished epoch
 
 
-def resume_path(args: argparse.Namespace) -> Path | None:
-    """`--resume auto` continues from save_path/last.pth.tar when there is one, else starts afresh."""
-    if args.resume == "auto":
-        last = Path(args.save_path) / "last.pth.tar"
-        return last if last.exists() else None
-    return Path(args.resume) if args.resume else None
+def start_run(
+    config: TrainConfig, topology: Topology, ctx: DistContext, records: dict[str, list[Record]], log: RunLog
+) -> Run:
+    """Datasets, network, optimiser and loaders of a run, resumed from `--resume` if given."""
+    precision = resolve_precision(config.execution.precision, ctx.device)
+    set_matmul_precision(precision)
+    datasets = open_datasets(records, config.data, config.model.img_size, config.seed, ctx, log)
+    model = PromptIQA(config.model, config.pretrained).to(ctx.device)
+    if config.execution.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    cuda = ctx.device.type == "cuda"
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=True if cuda else None
+    )
+    group_size = config.model.prompt_num + 1
+    train_batches = ImageLoader(
+        datasets, EpochGroups(datasets, group_size, config.seed, ctx.rank, ctx.world_size), config.data.workers, cuda
+    )
+    sets = eval_sets(datasets, config.model.prompt_num)
+    evaluation = Evaluation.open(datasets, sets, ctx, config.data.eval_batch_size, config.data.workers, precision)
+    run = Run(config, topology, ctx, log, datasets, model, model, optimizer, train_batches, evaluation, precision)
+    checkpoint = resume_path(config.run)
+    if checkpoint:
+        resume(run, checkpoint)
+    network = compile_model(model, config.execution.compile)  # compiled first, then wrapped
+    if ctx.distributed:
+        network = DistributedDataParallel(network, device_ids=[ctx.device.index] if cuda else None)
+    run.network = network
+    return run
 
 
-def resume(
-    path: Path, model: PromptIQA, optimizer: torch.optim.Optimizer, ctx: DistContext, log: RunLog
-) -> tuple[int, dict]:
-    """Load a `last.pth.tar`; returns (first epoch to run, best-so-far record)."""
-    ckpt = read_checkpoint(path, flag="--resume")
-    missing = {"model", "optimizer", "epoch", "best"} - set(ckpt)
-    if missing:
-        raise UserError(f"--resume {path}: not a training checkpoint of this project (no {', '.join(sorted(missing))})")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+def resume(run: Run, path: Path) -> None:
+    """Continue from a `last.pth.tar`: weights, optimiser, epoch, best record, history and RNG state."""
+    ckpt = read_training_checkpoint(path, run.config)
+    run.model.load_state_dict(ckpt["model"])
+    fused = [group["fused"] for group in run.optimizer.param_groups]
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    for group, own in zip(run.optimizer.param_groups, fused):
+        group["fused"] = own  # the saved run's device may have been another
     states = ckpt.get("rng", [])
+    ctx = run.dist
     if len(states) == ctx.world_size:
         torch.set_rng_state(states[ctx.rank]["cpu"])
         if states[ctx.rank]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states[ctx.rank]["cuda"])
     else:
-        log.info(f"resume: saved with {len(states)} process(es), now {ctx.world_size}: RNG streams start afresh")
-    log.info(f"resumed from {path} after epoch {ckpt['epoch'] - 1}")
-    return ckpt["epoch"], ckpt["best"]
+        run.log.info(f"resume: saved with {len(states)} process(es), now {ctx.world_size}: RNG streams start afresh")
+    run.start_epoch, run.best = ckpt["epoch"], ckpt["best"]
+    run.history = list(ckpt.get("history", []))
+    if ckpt["epoch"] and not run.history:
+        run.log.info(f"resume: {path} holds no metrics history; metrics.csv starts at epoch {ckpt['epoch']}")
+    run.log.info(f"resumed from {path} after epoch {ckpt['epoch'] - 1}")
+
+
+def record_epoch(run: Run, epoch: int, lr: float, stats: EpochStats, results: list[EvalResult]) -> None:
+    """Update the best record and the history with a finished epoch, and print its table."""
+    if epoch_score(results) > run.best["score"]:
+        run.best = {"score": epoch_score(results), "epoch": epoch}
+    record = epoch_record(epoch, lr, stats, results, run.best)
+    run.history.append(record)
+    run.log.report_epoch(record, results)
+
+
+def checkpoint_state(run: Run, epoch: int) -> dict:
+    """Everything `--resume` needs; called on every process (it gathers each one's RNG state)."""
+    return {
+        "model": run.model.state_dict(),
+        "model_config": run.model.config.to_dict(),
+        "prompt_num": run.model.prompt_num,
+        "optimizer": run.optimizer.state_dict(),
+        "epoch": epoch + 1,  # epochs completed
+        "best": run.best,
+        "history": run.history,
+        "config": run.config.to_dict(),
+        "topology": run.topology.to_dict(),
+        "rng": all_gather_objects(rng_state(), run.dist),
+    }
+
+
+def save_epoch(run: Run, epoch: int, results: list[EvalResult]) -> None:
+    """Checkpoints, then metrics, then predictions.
+
+    best.pth.tar comes before last.pth.tar, so a saved state never names a best file that is not on
+    disk; the metrics are rewritten from the history the checkpoint now holds, so however a run
+    stops, the resumed one lists each epoch once.
+    """
+    state = checkpoint_state(run, epoch)
+    if run.dist.is_main:
+        folder = Path(run.config.run.save_path)
+        if run.best["epoch"] == epoch:
+            save_checkpoint(state, folder / BEST)
+        save_checkpoint(state, folder / LAST)
+    run.log.write_metrics(run.history)
+    run.log.predictions(results)

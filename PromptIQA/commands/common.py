@@ -15,10 +15,7 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     try:
         return main(argv) or 0
     except UserError as err:
-        message = str(err)
-        if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the user's part
-            message = message.strip().splitlines()[-1].split(": ", 1)[-1]
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,13 +19,14 @@ from .common import collect_images, run_main
 from ..data.dataset_info import DEFAULT_DATASET_INFO
 from ..data.loader import eval_sets
 from ..data.prompts import read_prompt_file
+from ..config import DataConfig
 from ..distributed import DistContext
-from ..engine import evaluate, format_results
+from ..engine import Evaluation, evaluate, format_results
 from ..errors import UserError
 from ..inference import Scorer
 from ..prompt_experiment import run_prompt_experiment
-from ..runlog import RunLog, save_predictions
-from ..training import image_cache_dir, open_datasets, read_datasets
+from ..runlog import save_predictions
+from ..training import open_datasets, read_datasets
 
 EXAMPLE = (
     "examples:\n  python test.py --checkpoint PromptIQA/checkpoints/best_model.pth.tar \\\n"
@@ -96,14 +97,13 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate_datasets(args: argparse.Namespace) -> int:
     """SRCC/PLCC per dataset on the test split, prompts chosen from the training split as in training."""
     ckpt = read_checkpoint(args.checkpoint)
-    seed = args.seed if args.seed is not None else ckpt.get("args", {}).get("seed", 2024)
+    seed = args.seed if args.seed is not None else ckpt.get("config", ckpt.get("args", {})).get("seed", 2024)
     records = read_datasets(args.dataset, args.dataset_info, args.demo)
     model = model_from_checkpoint(ckpt, args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
     ctx = DistContext(device=next(model.parameters()).device)
-    datasets = open_datasets(
-        records, model.config.img_size, seed, image_cache_dir(args.cache_dir), args.workers, "fail", ctx, 0,
-        RunLog(args.save_dir or ".", enabled=False),
-    )
+    data = DataConfig(datasets=args.dataset, dataset_info=args.dataset_info, demo=args.demo, cache_dir=args.cache_dir,
+                      workers=args.workers)
+    datasets = open_datasets(records, data, model.config.img_size, seed, ctx)
     sets = eval_sets(datasets, args.prompt_num or model.prompt_num, args.prompt_select, seed)
     if args.prompt_experiment:
         return report_prompt_experiment(args, model, datasets, sets, seed)
@@ -113,7 +113,7 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
             eval_set.prompt_labels = generator.random(len(eval_set.prompts)).tolist()
         if args.reverse_prompts:
             eval_set.prompt_labels = [1 - y for y in eval_set.prompt_labels]
-    results = evaluate(model, datasets, sets, ctx, args.batch_size, 0)
+    results = evaluate(model, Evaluation.open(datasets, sets, ctx, args.batch_size))
     print(format_results(results))
     if args.save_dir:
         folder = Path(args.save_dir)

@@ -8,177 +8,207 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
+from contextlib import nullcontext
+from typing import Any
 
-import torch
 import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import save_checkpoint
-from ..runtime import resolve_device
-from .common import run_main
-from ..data.dataset_info import DEFAULT_DATASET_INFO, format_summary, summarize
-from ..data.loader import eval_sets, train_loader
-from ..distributed import cleanup, init_distributed, launched_by_torchrun, sync_buffers
-from ..engine import cosine_lr, epoch_score, evaluate, train_one_epoch
+from ..config import BACKEND_CHOICES, BAD_IMAGE_CHOICES, DEMO_PRESET, PRECISION_CHOICES, TrainConfig
+from ..data.dataset_info import format_summary, summarize
+from ..data.records import Record
+from ..distributed import Topology, cleanup, init_distributed, owns_run_folder, resolve_topology, sync_buffers
+from ..engine import cosine_lr, evaluate, train_one_epoch
 from ..errors import UserError
-from ..models import DEFAULT_BACKBONE, ModelConfig, PromptIQA
-from ..models.backbone import resolve_pretrained
-from ..runlog import RunLog, environment
+from ..runlog import RunLog, claim_run_folder, environment
+from ..runtime import check_compile_support, compile_errors, resolve_device, resolve_precision
 from ..training import (
-    checkpoint_state, image_cache_dir, open_datasets, read_datasets, resume, resume_path, seed_everything,
+    BEST, check_network, read_datasets, read_training_checkpoint, record_epoch, resume_path, save_epoch,
+    seed_everything, start_run,
 )
+from .common import both_spellings, run_main
 
-PUBLISHED_DATASETS = ["spaq", "csiq", "livec", "koniq10k", "kadid", "live"]
-# A run that finishes in minutes on a 2-core CPU: small ViT, random init (no weights can be fetched).
-DEMO_DEFAULTS = dict(
-    dataset=["demo_kadid", "demo_csiq"], backbone="vit_tiny_patch16_224", pretrained="none", img_size=128,
-    epochs=12, batch_size=12, lr=1e-4, save_path="runs/demo", device="cpu", workers=0,
-)
+_DEFAULTS = TrainConfig()
+
+
+def _default(key: str) -> Any:
+    """The configuration's default for a dotted key such as "optim.lr"."""
+    value: Any = _DEFAULTS
+    for name in key.split("."):
+        value = getattr(value, name)
+    return " ".join(value) if isinstance(value, tuple) else value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train PromptIQA.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", nargs="+", default=PUBLISHED_DATASETS, help="dataset names in --dataset-info")
-    p.add_argument("--dataset-info", default=str(DEFAULT_DATASET_INFO), help="dataset_info.json: name -> root")
-    p.add_argument("--batch_size", type=int, default=44, help="global batch, split over the processes")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--seed", type=int, default=2024)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--weight_decay", type=float, default=1e-5)
-    p.add_argument("--random_flipping_rate", type=float, default=0.1)
-    p.add_argument("--random_scale_rate", type=float, default=0.5)
-    p.add_argument("--model", default="promptiqa", choices=["promptiqa"])
-    p.add_argument("--save_path", default="runs/promptiqa", help="run folder: checkpoints, logs, metrics, plots")
-    p.add_argument("-j", "--workers", type=int, default=4, help="data loading workers per process")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="timm ViT (or CNN) name")
-    p.add_argument(
-        "--pretrained", default="imagenet", help="imagenet (a local file in PromptIQA/checkpoints), PATH or none"
-    )
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--resume", help="PATH of a last.pth.tar, or auto (save_path/last.pth.tar if present)")
-    p.add_argument("--stop-after-epoch", type=int, help="end after this epoch (job time limits); go on with --resume")
-    p.add_argument("--demo", action="store_true", help="train a small model on the built-in demo datasets")
-    p.add_argument("--check-data", action="store_true", help="only check the datasets and print a summary")
-    p.add_argument("--on-bad-image", default="fail", choices=["fail", "skip"], help="unreadable images at caching")
-    p.add_argument("--cache-dir", help="image cache folder (default $PROMPTIQA_CACHE/images); none turns it off")
-    p.add_argument("--eval-batch-size", type=int, default=32)
-    p.add_argument("--multiprocessing-distributed", action="store_true", help="one process per GPU on this node")
-    p.add_argument("--nproc-per-node", type=int, default=1, help="CPU processes per node when there is no CUDA")
-    p.add_argument("--world-size", type=int, default=1, help="number of nodes (spawn mode)")
-    p.add_argument("--rank", type=int, default=0, help="node rank (spawn mode)")
-    p.add_argument("--dist-url", default="tcp://127.0.0.1:23456")
-    p.add_argument("--dist-backend", choices=["nccl", "gloo"], help="default: nccl on CUDA, gloo on CPU")
-    p.add_argument("--dist-timeout", type=float, default=1800, help="seconds before a stuck collective fails")
-    p.add_argument("--gpu", type=int, help="the one GPU to use without distributed training")
-    return p
+    """Flags whose destination is a configuration key; only flags given on the command line end up in
+    the namespace (the defaults live in TrainConfig, the --demo preset sits between the two)."""
+    p = argparse.ArgumentParser(description="Train PromptIQA.", argument_default=argparse.SUPPRESS)
+
+    def option(group: argparse._ActionsContainer, *flags: str, key: str, help: str, **kwargs: Any) -> None:
+        if kwargs.get("action") != "store_true" and "choices" not in kwargs:
+            kwargs["metavar"] = key.rpartition(".")[2].upper()
+        default = _default(key)
+        shown = "" if default is None or default is False else f" (default: {default})"
+        group.add_argument(*flags, dest=key, help=help + shown, **kwargs)
+
+    data = p.add_argument_group("data")
+    option(data, "--dataset", key="data.datasets", nargs="+", help="dataset names in --dataset-info")
+    option(data, "--dataset-info", key="data.dataset_info", help="dataset_info.json: name -> root")
+    option(data, "--demo", key="data.demo", action="store_true",
+           help="train a small model on the built-in demo datasets (a preset; flags given with it win)")
+    option(data, "--cache-dir", key="data.cache_dir",
+           help="image cache folder; none turns it off; unset means $PROMPTIQA_CACHE/images")
+    option(data, "--on-bad-image", key="data.on_bad_image", choices=BAD_IMAGE_CHOICES,
+           help="unreadable images: stop with a list of them, or leave them out and say how many")
+    option(data, "-j", "--workers", key="data.workers", type=int, help="data loading workers per process")
+    option(data, "--eval-batch-size", key="data.eval_batch_size", type=int, help="images per evaluation batch")
+    data.add_argument("--check-data", action="store_true", default=False,
+                      help="only check the datasets and print a summary")
+
+    model = p.add_argument_group("network")
+    option(model, "--backbone", key="model.backbone", help="timm ViT (or CNN) name")
+    option(model, "--img-size", key="model.img_size", type=int, help="images are resized to this square size")
+    option(model, "--pretrained", key="pretrained",
+           help="imagenet (a local file in PromptIQA/checkpoints), PATH of a weights file, or none")
+
+    optim = p.add_argument_group("optimisation")
+    option(optim, "--epochs", key="optim.epochs", type=int, help="epochs of the half-cosine schedule")
+    option(optim, "--batch_size", key="optim.batch_size", type=int,
+           help="global batch: one group of batch_size / processes images per process and step")
+    option(optim, "--lr", key="optim.lr", type=float, help="Adam learning rate at epoch 0")
+    option(optim, "--weight_decay", key="optim.weight_decay", type=float, help="Adam weight decay")
+    option(optim, "--random_scale_rate", key="optim.random_scale_rate", type=float,
+           help="probability of stretching a group's labels")
+    option(optim, "--random_flipping_rate", key="optim.random_flipping_rate", type=float,
+           help="probability of flipping a group's labels (1 - label)")
+    option(optim, "--seed", key="seed", type=int, help="splits, groups, flips, augmentations and initial weights")
+
+    execution = p.add_argument_group("execution")
+    option(execution, "--device", key="execution.device", help="auto | cpu | cuda | cuda:INDEX")
+    execution.add_argument("--gpu", type=int, default=None, help="the one GPU to use: the same as --device cuda:GPU")
+    option(execution, "--precision", key="execution.precision", choices=PRECISION_CHOICES,
+           help="auto: bf16 autocast on CUDA, fp32 on CPU; tf32: TF32 matmuls on CUDA")
+    option(execution, "--compile", key="execution.compile", action="store_true",
+           help="torch.compile the network for training")
+    option(execution, "--grad-checkpointing", key="execution.grad_checkpointing", action="store_true",
+           help="recompute the backbone's activations in the backward pass (less memory, more time)")
+
+    launch = p.add_argument_group("processes (torchrun's own settings take precedence)")
+    option(launch, "--multiprocessing-distributed", key="launch.multiprocessing_distributed", action="store_true",
+           help="spawn one process per GPU (or --cpu-processes without CUDA) on this node")
+    option(launch, "--world-size", "--nodes", key="launch.nodes", type=int, help="number of nodes (spawn mode)")
+    option(launch, "--rank", "--node-rank", key="launch.node_rank", type=int, help="this node's rank (spawn mode)")
+    option(launch, "--cpu-processes", key="launch.cpu_processes", type=int,
+           help="processes per node when there is no CUDA (spawn mode)")
+    option(launch, "--dist-url", key="launch.dist_url", help="address of rank 0 (spawn mode)")
+    option(launch, "--dist-backend", key="launch.dist_backend", choices=BACKEND_CHOICES,
+           help="unset means nccl on CUDA, gloo on CPU")
+    option(launch, "--dist-timeout", key="launch.dist_timeout", type=float,
+           help="seconds before a stuck collective fails")
+
+    run = p.add_argument_group("run folder")
+    option(run, "--save_path", key="run.save_path", help="run folder: checkpoints, logs, metrics, plots")
+    option(run, "--resume", key="run.resume",
+           help="PATH of a last.pth.tar, or auto (save_path/last.pth.tar if there is one)")
+    option(run, "--overwrite", key="run.overwrite", action="store_true",
+           help="start afresh in a --save_path that holds a run, deleting that run's files")
+    option(run, "--stop-after-epoch", key="run.stop_after_epoch", type=int,
+           help="end after this many epochs (job time limits); go on with --resume")
+    return both_spellings(p)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = build_parser()
-    if "--demo" in argv:
-        parser.set_defaults(**DEMO_DEFAULTS)
-    args = parser.parse_args(argv)
+    """The flags given on the command line (configuration keys), plus --check-data and --gpu."""
+    return build_parser().parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the --demo preset, then the explicit flags; every value is checked."""
+    flags = {k: v for k, v in vars(args).items() if k not in ("check_data", "gpu")}
     if args.gpu is not None:
-        args.device = f"cuda:{args.gpu}"
-    return args
+        flags["execution.device"] = f"cuda:{args.gpu}"
+    return TrainConfig.from_flat({**(DEMO_PRESET if flags.get("data.demo") else {}), **flags})
+
+
+def parse_config(argv: list[str]) -> TrainConfig:
+    return config_from_args(parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check everything that can be checked (flags, datasets, network, resume file, run folder),
+    then train in this process, in spawned processes, or as one of torchrun's."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    device = resolve_device(args.device)
-    records = read_datasets(args.dataset, args.dataset_info, args.demo)
+    config = config_from_args(args)
+    device = resolve_device(config.execution.device)
+    topology = resolve_topology(config.launch, device)
+    config = config.with_world_size(topology.world_size)
+    records = read_datasets(list(config.data.datasets), config.data.dataset_info, config.data.demo)
     if args.check_data:
-        print(format_summary(summarize(records, args.seed)))
+        print(format_summary(summarize(records, config.seed)))
         return 0
-    resolve_pretrained(args.pretrained, args.backbone)  # fail before any process starts
-    if launched_by_torchrun():
-        main_worker(int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"]), args, records)
-    elif args.multiprocessing_distributed:
-        procs = torch.cuda.device_count() if device.type == "cuda" else args.nproc_per_node
-        args.world_size = procs * args.world_size
-        try:
-            mp.spawn(worker_entry, nprocs=procs, args=(procs, args, records))
-        except mp.ProcessExitedException as err:
-            raise UserError(f"training process {err.error_index} exited with code {err.exit_code}; see above") from None
-    else:
-        args.world_size = 1
-        main_worker(0, 1, args, records)
+    resolve_precision(config.execution.precision, device)  # everything below fails before any image is cached
+    if config.execution.compile:
+        check_compile_support(device)
+    check_network(config)
+    resume_from = resume_path(config.run)
+    if resume_from:
+        read_training_checkpoint(resume_from, config)
+    with claim_run_folder(config.run) if owns_run_folder(topology, config.launch) else nullcontext():
+        launch(topology, config, records)
     return 0
 
 
-def worker_entry(local_index: int, procs: int, args: argparse.Namespace, records: dict) -> None:
+def launch(topology: Topology, config: TrainConfig, records: dict[str, list[Record]]) -> None:
+    """Start this node's training processes: spawned, or this process itself (alone or under torchrun)."""
+    if topology.launcher == "spawn":
+        try:
+            mp.spawn(worker_entry, nprocs=topology.procs_per_node, args=(topology, config, records))
+        except mp.ProcessExitedException as err:
+            raise UserError(f"training process {err.error_index} exited with code {err.exit_code}; see above") from None
+    else:  # one process, or this one of torchrun's
+        main_worker(0, topology, config, records)
+
+
+def worker_entry(local_index: int, topology: Topology, config: TrainConfig, records: dict) -> None:
     """Spawned process: user errors print cleanly and exit 2, so the parent stops the others."""
-    code = run_main(lambda _: main_worker(local_index, procs, args, records))
+    code = run_main(lambda _: main_worker(local_index, topology, config, records))
     if code:
         sys.exit(code)
 
 
-def main_worker(local_index: int, procs: int, args: argparse.Namespace, records: dict) -> None:
-    ctx = init_distributed(
-        local_index, procs, args.rank, args.world_size, resolve_device(args.device),
-        args.dist_url, args.dist_backend, args.dist_timeout,
-    )
-    if args.batch_size % ctx.world_size or args.batch_size // ctx.world_size < 2:
-        raise UserError(
-            f"--batch_size {args.batch_size} must split into equal groups of at least 2 images over "
-            f"{ctx.world_size} process(es); use a multiple of {ctx.world_size} of at least {2 * ctx.world_size}"
-        )
-    group_size = args.batch_size // ctx.world_size
-    prompt_num = group_size - 1  # model.md 4: a query's prompts are the rest of its group
-    seed_everything(args.seed + ctx.rank)
-    log = RunLog(args.save_path, ctx.is_main)
-    log.write_json("args.json", vars(args))
-    log.write_json("environment.json", environment(ctx.world_size))
-    if args.pretrained == "none":
+def main_worker(local_index: int, topology: Topology, config: TrainConfig, records: dict[str, list[Record]]) -> None:
+    """One training process, whatever launched it."""
+    ctx = init_distributed(local_index, topology, config.launch, resolve_device(config.execution.device))
+    seed_everything(config.seed + ctx.rank)
+    log = RunLog(config.run.save_path, ctx.is_main)
+    log.write_json("args.json", {**config.to_dict(), "topology": topology.to_dict()})
+    log.write_json("environment.json", environment(topology))
+    if config.pretrained == "none":
         log.info("backbone: random initialisation (--pretrained none)")
+    run = start_run(config, topology, ctx, records, log)
+    log.info(f"{topology.world_size} process(es) ({topology.nodes} node(s) x {topology.procs_per_node}, "
+             f"{topology.launcher}), groups of {config.model.prompt_num + 1} images, {run.precision} on {ctx.device}")
+    if run.start_epoch >= config.end_epoch:
+        log.info(f"nothing to do: the run has finished {run.start_epoch} of {config.optim.epochs} epochs")
 
-    datasets = open_datasets(
-        records, args.img_size, args.seed, image_cache_dir(args.cache_dir), args.workers, args.on_bad_image,
-        ctx, local_index, log,
-    )
-    tests = eval_sets(datasets, prompt_num)
-    model = PromptIQA(ModelConfig(args.backbone, args.img_size), args.pretrained).to(ctx.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    save_path = Path(args.save_path)
-    start_epoch, best = 0, {"score": -float("inf"), "epoch": None}
-    checkpoint = resume_path(args)
-    if checkpoint:
-        start_epoch, best = resume(checkpoint, model, optimizer, ctx, log)
-    ddp = model
-    if ctx.distributed:
-        ddp = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-
-    for epoch in range(start_epoch, min(args.epochs, args.stop_after_epoch or args.epochs)):
-        lr = cosine_lr(args.lr, epoch, args.epochs)
-        for group in optimizer.param_groups:
+    for epoch in range(run.start_epoch, config.end_epoch):
+        lr = cosine_lr(config.optim.lr, epoch, config.optim.epochs)
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
-        loader = train_loader(datasets, group_size, args.seed, epoch, ctx.rank, ctx.world_size, args.workers)
-        label_rng = torch.Generator().manual_seed(args.seed * 100_003 + epoch * 1009 + ctx.rank)
-        stats = train_one_epoch(
-            ddp, loader, optimizer, epoch, datasets, ctx, args.random_scale_rate, args.random_flipping_rate, label_rng
-        )
-        sync_buffers(model, ctx)
-        results = evaluate(model, datasets, tests, ctx, args.eval_batch_size, args.workers)
-        if epoch_score(results) > best["score"]:
-            best = {"score": epoch_score(results), "epoch": epoch}
-        log.epoch(epoch, lr, stats, results, best)
-        log.predictions(results)
+        with compile_errors() if config.execution.compile else nullcontext():  # compilation happens at the first step
+            stats = train_one_epoch(run, epoch)
+        sync_buffers(run.model, ctx)
+        results = evaluate(run.model, run.evaluation)
+        record_epoch(run, epoch, lr, stats, results)
+        save_epoch(run, epoch, results)
 
-        state = checkpoint_state(model, optimizer, epoch, best, args, prompt_num, ctx)
-        if ctx.is_main:
-            save_checkpoint(state, save_path / "last.pth.tar")
-            if best["epoch"] == epoch:
-                save_checkpoint(state, save_path / "best.pth.tar")
-
+    best = run.best
     if best["epoch"] is not None:
-        log.info(f"best epoch {best['epoch']} (score {best['score']:.4f}): {save_path / 'best.pth.tar'}")
-        if args.demo:
+        path = f"{config.run.save_path}/{BEST}"
+        log.info(f"best epoch {best['epoch']} (score {best['score']:.4f}): {path}")
+        if config.data.demo:
             log.info(
-                f"score the examples with it:\n  python test.py --checkpoint {save_path / 'best.pth.tar'} "
+                f"score the examples with it:\n  python test.py --checkpoint {path} "
                 "--prompts Examples/Example1/prompts.json --images Examples/Example1/cactus.png"
             )
     cleanup(ctx)
