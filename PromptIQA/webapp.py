@@ -31,7 +31,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from .atomic import write_csv_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data.datasets import read_dataset_as
-from .data.demo import LABEL_DECIMALS, MANIFEST, default_demo_root, demo_dataset_info
+from .data.demo import LABEL_DECIMALS, LAYOUTS, default_demo_root, demo_dataset_info, is_built
 from .data.groups import select_prompts
 from .data.image import IMAGE_EXTENSIONS, read_image
 from .data.prompts import (
@@ -54,9 +54,6 @@ THUMBNAIL_SIZE = 64
 MAX_THUMBNAILS = 24  # per row of the placement picture; further images are marked on the axis only
 IMAGE_FILE_TYPES = sorted(IMAGE_EXTENSIONS)
 TABLE_HEADERS = ["image", "score"]
-# Which way quality runs in the demo datasets (see PromptIQA/data/demo.py): KADID-style labels
-# are quality, CSIQ-style labels are DMOS.
-DEMO_DIRECTIONS = {"demo_kadid": HIGHER, "demo_csiq": LOWER}
 DEMO_SEED = 2024  # the training default: its split and "fixed" prompts are the ones evaluation uses
 
 HOW_TO_GET_A_CHECKPOINT = f"""**No model is loaded yet.** Get a checkpoint in one of two ways:
@@ -362,7 +359,7 @@ def bundled_examples() -> list[Example]:
 def demo_examples() -> list[Example]:
     """One example per built demo dataset: the prompts evaluation uses (the training split's "fixed"
     selection) and three test images (lowest, median and highest label). None before the demo is built."""
-    if not (default_demo_root() / MANIFEST).is_file():
+    if not is_built():
         return []
     examples = []
     for name, entry in demo_dataset_info().items():
@@ -370,7 +367,7 @@ def demo_examples() -> list[Example]:
         prompts = [train[i] for i in select_prompts([r.label for r in train], PUBLISHED_PROMPT_NUM)]
         test = sorted(test, key=lambda r: r.label)
         queries = [test[0].path, test[len(test) // 2].path, test[-1].path]
-        direction = DEMO_DIRECTIONS.get(name, HIGHER)
+        direction = HIGHER if LAYOUTS[name].higher_is_better else LOWER
         scores = [round(r.label, LABEL_DECIMALS) for r in prompts]  # the label file's digits, without float noise
         examples.append(Example(f"{name} (demo data, {direction})", [r.path for r in prompts], scores, queries,
                                 (0.0, 1.0), direction))

@@ -341,8 +341,9 @@ def test_demo_prompt_sets_become_examples_once_the_demo_is_built(tmp_path, monke
     monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
     build_demo()
     examples = {e.label.split()[0]: e for e in webapp.demo_examples()}
-    assert set(examples) == {"demo_kadid", "demo_csiq"}
+    assert set(examples) == {"demo_kadid", "demo_csiq", "demo_brightness"}
     assert examples["demo_kadid"].direction == webapp.HIGHER and examples["demo_csiq"].direction == webapp.LOWER
+    assert examples["demo_brightness"].direction == webapp.HIGHER
     for example in examples.values():
         assert len(example.isp_paths) == webapp.PUBLISHED_PROMPT_NUM and len(example.queries) == 3
         assert example.isp_scores == sorted(example.isp_scores) and 0 <= min(example.isp_scores) < max(example.isp_scores) <= 1

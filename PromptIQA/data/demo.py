@@ -187,7 +187,8 @@ class Layout:
 
     Format strings: {ref} is the photo's unit name (I01 ...), {dist} a Distortion, {level} its
     level, {file} a distorted image's path relative to the dataset folder and {score} its label.
-    `score` turns (reference crop, distorted image) into the label-file score.
+    `score` turns (reference crop, distorted image) into the label-file score;
+    `higher_is_better` says which way the label runs.
     """
 
     reader: str
@@ -197,6 +198,7 @@ class Layout:
     header: str
     row: str
     score: Callable[[np.ndarray, np.ndarray], float]
+    higher_is_better: bool = True
 
 
 LAYOUTS = {
@@ -209,7 +211,7 @@ LAYOUTS = {
     "demo_csiq": Layout(
         reader="csiq", reference="src_imgs/{ref}.png", distorted="dst_imgs_all/{ref}.{dist.csiq_tag}.{level}.png",
         label_file="csiq_label.txt", header="", row="{name} {score}",
-        score=lambda ref, image: 1 - ssim_quality(ref, image)),
+        score=lambda ref, image: 1 - ssim_quality(ref, image), higher_is_better=False),
     # The csv reader keeps the photo as split unit (SPAQ's layout would make every image its own).
     "demo_brightness": Layout(
         reader="csv", reference="references/{ref}.png", distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}.png",
@@ -236,7 +238,9 @@ def _write_photo(folder: Path, layout: Layout, dataset_index: int, index: int) -
     return rows
 
 
-def _is_built(root: Path) -> bool:
+def is_built(root: str | os.PathLike | None = None) -> bool:
+    """Whether the current version of the demo is complete in `root` (default: the cache)."""
+    root = Path(root) if root is not None else default_demo_root()
     try:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -272,13 +276,13 @@ def build_demo(root: str | os.PathLike | None = None, force: bool = False) -> di
     """Build the demo into `root` unless it is already there; return {dataset name: folder}."""
     root = (Path(root) if root is not None else default_demo_root()).expanduser().absolute()
     paths = {name: str(root / name) for name in LAYOUTS}
-    if not force and _is_built(root):
+    if not force and is_built(root):
         return paths
     root.mkdir(parents=True, exist_ok=True)
     # Processes starting together (e.g. one per GPU) wait for one build instead of racing.
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if force or not _is_built(root):
+        if force or not is_built(root):
             _build(root)
     return paths
 
