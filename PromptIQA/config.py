@@ -234,7 +234,7 @@ _SECTIONS: dict[str, type] = {
     "launch": LaunchConfig, "run": RunConfig,
 }
 
-# `--demo`: a run that finishes in about ten minutes on a 2-core CPU (small ViT at 64 px, random
+# `--demo`: a run that finishes in about seven minutes on a 2-core CPU (small ViT at 64 px, random
 # weights: none can be fetched), on the built-in demo quality dataset. One requirement, flipped in a
 # fifth of the groups: the direction that dominates lets the image features learn quality, the
 # flipped groups make the prompts matter (docs/demo-results.md). Applied before the explicit flags,
