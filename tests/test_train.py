@@ -169,15 +169,18 @@ def test_demo_runs_and_prints_the_scoring_command(tmp_path, monkeypatch, capsys)
     argv = ["--demo", "--epochs", "1", "--img-size", "32", "--batch_size", "8", "--save_path", str(tmp_path / "demo")]
     assert run_main(train.main, argv) == 0
     out = capsys.readouterr().out
-    assert "demo_kadid" in out and "demo_csiq" in out and "python test.py --checkpoint" in out
+    assert "demo_kadid" in out and "python test.py --checkpoint" in out
     assert (tmp_path / "demo" / "best.pth.tar").is_file()
 
 
 def test_demo_is_a_preset_that_explicit_flags_override():
-    demo = train.parse_config(["--demo", "--img-size", "64", "--save_path", "elsewhere"])
-    assert (demo.model.img_size, demo.run.save_path) == (64, "elsewhere")
-    assert demo.data.datasets == ("demo_kadid", "demo_csiq") and demo.pretrained == "none" and demo.data.demo
-    assert (demo.optim.epochs, demo.optim.batch_size, demo.execution.device) == (12, 12, "cpu")
+    demo = train.parse_config(["--demo", "--img-size", "96", "--save_path", "elsewhere"])
+    assert (demo.model.img_size, demo.run.save_path) == (96, "elsewhere")
+    assert demo.data.datasets == ("demo_kadid",) and demo.pretrained == "none" and demo.data.demo
+    assert (demo.optim.epochs, demo.optim.batch_size, demo.execution.device) == (40, 12, "cpu")
+    assert (demo.optim.lr, demo.optim.random_flipping_rate, demo.model.backbone) == (1e-4, 0.2, "vit_tiny_patch16_224")
+    flipped = train.parse_config(["--demo", "--random_flipping_rate", "0.5", "--dataset", "demo_csiq"])
+    assert (flipped.optim.random_flipping_rate, flipped.data.datasets) == (0.5, ("demo_csiq",))
     published = train.parse_config([])
     assert published.data.datasets == PUBLISHED_DATASETS and not published.data.demo
     assert (published.model.img_size, published.optim.batch_size, published.optim.epochs) == (224, 44, 50)
