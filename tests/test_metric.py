@@ -41,7 +41,7 @@ def test_pil_image_of_a_png_scores_as_its_path(metric, prompt_dir):
 
 def test_tensor_input_agrees_with_the_path_up_to_resizing(metric, prompt_dir):
     path = write_image(prompt_dir / "big.png", seed=3, size=(300, 400))
-    rgb = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+    rgb = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
     from_tensor, from_path = metric(rgb.unsqueeze(0)).item(), metric(str(path)).item()
     assert from_tensor == pytest.approx(from_path, abs=0.02)
     assert not metric(rgb.unsqueeze(0)).requires_grad
