@@ -1,5 +1,9 @@
 """PromptIQA: image quality assessment under a requirement given by a few image-score pairs.
 
+    import PromptIQA
+    metric = PromptIQA.create_metric(checkpoint="hf:Zevin2023/PromptIQA", prompts="prompts.json")
+    scores = metric(["query.png"])
+
     from PromptIQA import load_model, Scorer
     scorer = Scorer(load_model("PromptIQA/checkpoints/best_model.pth.tar"))
     prompts = scorer.encode_prompts(["isp1.png", "isp2.png"], [0.1, 0.9])
@@ -9,7 +13,8 @@ from .checkpoint import load_model, save_checkpoint
 from .data.prompts import PromptSet, read_prompt_file
 from .errors import UserError
 from .inference import Scorer
+from .metric import PromptIQAMetric, create_metric
 from .models import ModelConfig, PromptIQA
 
-__all__ = ["ModelConfig", "PromptIQA", "PromptSet", "Scorer", "UserError", "load_model", "read_prompt_file",
-           "save_checkpoint"]
+__all__ = ["ModelConfig", "PromptIQA", "PromptIQAMetric", "PromptSet", "Scorer", "UserError", "create_metric",
+           "load_model", "read_prompt_file", "save_checkpoint"]

@@ -14,6 +14,7 @@ import torch
 
 from .atomic import atomic_open
 from .errors import UserError
+from .hub import how_to_get_checkpoint, resolve_checkpoint
 from .models import ModelConfig, PromptIQA
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "best_model.pth.tar"
@@ -37,11 +38,11 @@ def _unloadable_reason(error: Exception) -> str:
 
 
 def read_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> dict:
-    path = Path(path)
+    path = resolve_checkpoint(path, flag)
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder, not a checkpoint file; give the .pth.tar file in it")
     if not path.is_file():
-        hint = f" Put the published best_model.pth.tar in {DEFAULT_CHECKPOINT.parent}/ or pass {flag} PATH."
+        hint = " " + how_to_get_checkpoint(DEFAULT_CHECKPOINT.parent)
         raise UserError(f"{flag} {path}: file not found.{hint if flag == '--checkpoint' else ''}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

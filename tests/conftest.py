@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny network, its checkpoint, and small real image files."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
@@ -9,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from PromptIQA.checkpoint import save_checkpoint
+from PromptIQA.models import ModelConfig, PromptIQA
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from PromptIQA.checkpoint import save_checkpoint  # noqa: E402
-from PromptIQA.models import ModelConfig, PromptIQA  # noqa: E402
-
 TINY = ModelConfig(backbone="vit_tiny_patch16_224", img_size=224)
 EXAMPLES = ROOT / "Examples"
 

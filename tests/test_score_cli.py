@@ -69,9 +69,85 @@ def test_reverse_prompts_scores_against_one_minus_score(base, prompt_dir, capsys
     assert score_lines(reversed_flag) != score_lines(plain)
 
 
-def test_no_arguments_prints_usage_and_example(capsys):
-    code, _, err = run([], capsys)
-    assert code == 2 and "usage:" in err and "examples:" in err and "Traceback" not in err
+def test_no_arguments_without_default_checkpoint_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(score_cli, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "best_model.pth.tar")
+    code, out, err = run([], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    for how in ("--checkpoint hf:Zevin2023/PromptIQA", "best_model.pth.tar", "PromptIQA/checkpoints/",
+                "python train.py --demo"):
+        assert how in err
+
+
+def test_no_arguments_scores_example1_with_the_default_checkpoint(tiny_checkpoint, monkeypatch, capsys):
+    monkeypatch.setattr(score_cli, "DEFAULT_CHECKPOINT", tiny_checkpoint)
+    code, out, _ = run([], capsys)
+    example = ROOT / "Examples" / "Example1"
+    explicit = ["--checkpoint", tiny_checkpoint, "--prompts", example / "prompts.json",
+                "--images", example / "cactus.png"]
+    assert code == 0 and score_lines(out) == score_lines(run(explicit, capsys)[1])
+    assert list(score_lines(out)) == [str(example / "cactus.png")]
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        score_cli.main(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--prompts", "--images", "--save-prompts", "--score-range", "--lower-is-better", "--dataset"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size: 0 is too small"),
+    (["--batch_size", "-3"], "--batch-size: -3 is too small"),
+    (["-j", "0"], "-j/--workers: 0 is too small"),
+    (["--prompt-num", "0"], "--prompt-num: 0 is too small"),
+])
+def test_counts_below_one_are_refused_before_any_work(prompt_dir, flags, message, capsys):
+    argv = ["--checkpoint", prompt_dir / "missing.pth.tar", "--prompts", prompt_dir / "prompts.json",
+            "--images", prompt_dir / "query.jpg"] + flags
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv, capsys)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where, message", [
+    (lambda d: d / "isp", "is a folder"),
+    (lambda d: d / "no" / "such" / "out.csv", "does not exist"),
+])
+def test_output_is_checked_before_the_model_loads(prompt_dir, where, message, capsys):
+    argv = ["--checkpoint", prompt_dir / "missing.pth.tar", "--prompts", prompt_dir / "prompts.json",
+            "--images", prompt_dir / "query.jpg", "--output", where(prompt_dir)]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and f"error: --output {where(prompt_dir)}: " in err and message in err and out == ""
+
+
+def test_scores_are_printed_as_they_are_produced(base, prompt_dir, capsys):
+    broken = prompt_dir / "broken.png"
+    broken.write_bytes((prompt_dir / "isp" / "p0.png").read_bytes()[:100])
+    code, out, err = run(base + ["--images", prompt_dir / "query.jpg", broken, "--batch-size", "1",
+                                 "--output", prompt_dir / "out.csv"], capsys)
+    assert code == 2 and "broken.png" in err
+    assert list(score_lines(out)) == [str(prompt_dir / "query.jpg")] and not (prompt_dir / "out.csv").exists()
+
+
+def test_both_flag_spellings(base, prompt_dir, capsys):
+    query = ["--images", prompt_dir / "query.jpg"]
+    _, dashes, _ = run(base + query + ["--batch-size", "2", "--reverse-prompts"], capsys)
+    _, underscores, _ = run(base + query + ["--batch_size", "2", "--reverse_prompts"], capsys)
+    assert score_lines(dashes) == score_lines(underscores)
+
+
+def test_score_range_maps_prompts_and_output(base, prompt_dir, capsys):
+    rows = json.loads((prompt_dir / "prompts.json").read_text())["isp"]
+    (prompt_dir / "dmos.json").write_text(json.dumps({"isp": [[p, 20 + 80 * s] for p, s in rows]}))
+    query = ["--images", prompt_dir / "query.jpg"]
+    _, unit, _ = run(base + query, capsys)
+    code, ranged, err = run(base[:2] + ["--prompts", prompt_dir / "dmos.json", "--device", "cpu",
+                                        "--score-range", "20", "100", "--lower-is-better"] + query, capsys)
+    assert code == 0 and "scores on [20, 100], lower is better" in err
+    (path, score), = score_lines(unit).items()
+    assert score_lines(ranged)[path] == pytest.approx(20 + 80 * score, abs=1e-5)
 
 
 def _write(path, text: str) -> str:

@@ -1,38 +1,66 @@
 """Score images with PromptIQA under a requirement given by image-score pairs (ISPs), or evaluate a
 checkpoint on the test split of datasets.
 
+    python test.py                      # Example1's query under Example1's prompts, default checkpoint
     python test.py --checkpoint CKPT --prompts PROMPTS --images IMG_OR_DIR ... [--output out.csv]
+    python test.py --checkpoint CKPT --prompts PROMPTS.json --save-prompts SET.pt
+    python test.py --checkpoint CKPT --prompts SET.pt --images IMG_OR_DIR ...
     python test.py --checkpoint CKPT --dataset NAME ... [--dataset-info JSON] [--save-dir DIR]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
 from ..atomic import write_csv_atomic
-from ..runtime import resolve_device
-from .common import collect_images, run_main
+from ..errors import UserError
+from ..runtime import precision_scope, resolve_device, resolve_precision
+from .common import both_spellings, collect_images, run_main
 from ..data.dataset_info import DEFAULT_DATASET_INFO
 from ..data.loader import eval_sets
-from ..data.prompts import read_prompt_file
-from ..config import DataConfig
+from ..data.prompts import PromptSet, read_prompt_file, unit_range_to_scores
+from ..config import PRECISION_CHOICES, DataConfig
 from ..distributed import DistContext
 from ..engine import Evaluation, evaluate, format_results
 from ..errors import UserError
 from ..inference import Scorer
+from ..models import PromptIQA
 from ..prompt_experiment import run_prompt_experiment
+from ..prompt_store import (SAVED_PROMPTS_SUFFIX, SavedPrompts, check_same_checkpoint, check_save_path,
+                            checkpoint_identity, is_saved_prompts, read_saved_prompts, save_prompts)
 from ..runlog import save_predictions
 from ..training import open_datasets, read_datasets
 
+# what the published test.py scores when run without arguments (present in a source checkout)
+EXAMPLE1 = Path(__file__).resolve().parents[2] / "Examples" / "Example1"
 EXAMPLE = (
-    "examples:\n  python test.py --checkpoint PromptIQA/checkpoints/best_model.pth.tar \\\n"
+    "examples:\n  python test.py            # Examples/Example1: cactus.png under prompts.json\n"
+    "  python test.py --checkpoint hf:Zevin2023/PromptIQA \\\n"
     "      --prompts Examples/Example1/prompts.json --images Examples/Example1/cactus.png\n"
+    "  python test.py --prompts Examples/Example1/prompts.json --save-prompts example1.pt\n"
+    "  python test.py --prompts example1.pt --images photos/\n"
+    "  python test.py --prompts mos.csv --score-range 1 5 --images photos/\n"
     "  python test.py --checkpoint runs/demo/best.pth.tar --demo --dataset demo_kadid demo_csiq"
 )
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small; give 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,17 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="published or project checkpoint")
-    parser.add_argument("--prompts", help='JSON {"isp": [[image, score], ...]} or CSV path,score')
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                        help="checkpoint file, or hf:OWNER/REPO[/FILE] from the Hugging Face Hub "
+                             "(default file best_model.pth.tar; the published weights: hf:Zevin2023/PromptIQA)")
+    parser.add_argument("--prompts", help='JSON {"isp": [[image, score], ...]}, CSV path,score, or a prompt set '
+                                          f"saved with --save-prompts (*{SAVED_PROMPTS_SUFFIX})")
     parser.add_argument("--images", nargs="+", help="images or folders of images to score")
     parser.add_argument("--output", help="also write the scores as CSV (path,score)")
+    parser.add_argument("--save-prompts", metavar=f"FILE{SAVED_PROMPTS_SUFFIX}",
+                        help="save the encoded prompts for this checkpoint; reuse them with --prompts FILE")
     parser.add_argument("--reverse-prompts", action="store_true", help="use 1 - score for every ISP")
+    parser.add_argument("--score-range", nargs=2, type=float, metavar=("MIN", "MAX"),
+                        help="the ISP scores are on [MIN, MAX] (mapped to [0, 1]); scores are printed on it too")
+    parser.add_argument("--lower-is-better", action="store_true",
+                        help="the ISP scores are lower-is-better (e.g. DMOS): labels the output, flips nothing")
     evaluation = parser.add_argument_group("evaluation on datasets (instead of --prompts/--images)")
     evaluation.add_argument("--dataset", nargs="+", help="evaluate on the test split of these datasets")
     evaluation.add_argument("--dataset-info", default=str(DEFAULT_DATASET_INFO))
     evaluation.add_argument("--demo", action="store_true", help="make the built-in demo datasets available")
     evaluation.add_argument("--seed", type=int, help="split seed (default: the checkpoint's, else 2024)")
-    evaluation.add_argument("--prompt-num", type=int, help="prompts per dataset (default: the checkpoint's)")
+    evaluation.add_argument("--prompt-num", type=positive_int, help="prompts per dataset (default: the checkpoint's)")
     evaluation.add_argument("--prompt-select", choices=["fixed", "random"], default="fixed")
     evaluation.add_argument("--random-prompts", action="store_true", help="give the prompts random scores")
     evaluation.add_argument("--cache-dir", help="image cache folder; none turns it off")
@@ -61,59 +98,142 @@ def build_parser() -> argparse.ArgumentParser:
         help="score each test split under its own, reversed, random and the other datasets' prompts",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:INDEX")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("-j", "--workers", type=int, default=4, help="image decoding threads")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="auto: bf16 autocast on a GPU that has it, fp32 elsewhere")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network for scoring images (pays off for many images on a GPU)")
+    parser.add_argument("-j", "--workers", type=positive_int, default=4, help="image decoding threads")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
     parser.add_argument("--img-size", type=int, help="override the image size recorded in the checkpoint")
-    return parser
+    return both_spellings(parser)
+
+
+def example_arguments() -> list[str]:
+    """The published test.py's run: Example1's query under Example1's prompts, default checkpoint."""
+    if not EXAMPLE1.is_dir():
+        raise UserError(f"no arguments given and {EXAMPLE1} is not here (it comes with a source checkout); "
+                        "give --prompts PROMPTS --images IMAGES (see --help)")
+    return ["--prompts", str(EXAMPLE1 / "prompts.json"), "--images", str(EXAMPLE1 / "cactus.png")]
+
+
+def check_output(path: str) -> None:
+    """Refuse an --output the CSV cannot be written to, before any work is done."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"--output {path}: is a folder; give a file name such as {target / 'scores.csv'}")
+    if not target.parent.is_dir():
+        raise UserError(f"--output {path}: folder {target.parent} does not exist; create it or write elsewhere")
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"--output {path}: not writable by this user; choose another location")
+
+
+def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.prompts or not (args.images or args.save_prompts):
+        parser.error("give --prompts and --images to score images (or --prompts and --save-prompts to save them), "
+                     "or --dataset to evaluate")
+    if is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts or args.save_prompts):
+        raise UserError(f"--prompts {args.prompts}: a saved prompt set already holds its scores; --score-range, "
+                        "--reverse-prompts and --save-prompts apply when saving it from the prompt file")
+    if args.output:
+        check_output(args.output)
+    if args.save_prompts:
+        check_save_path(args.save_prompts)
+
+
+def read_prompts(args: argparse.Namespace) -> PromptSet | SavedPrompts:
+    """The prompt file or saved set, read and checked before the model loads."""
+    if is_saved_prompts(args.prompts):
+        return read_saved_prompts(args.prompts)
+    prompt_set = read_prompt_file(args.prompts, tuple(args.score_range) if args.score_range else None)
+    return prompt_set.reversed() if args.reverse_prompts else prompt_set
+
+
+def encode_prompts(args: argparse.Namespace, given: PromptSet | SavedPrompts, scorer: Scorer,
+                   model: PromptIQA) -> SavedPrompts:
+    """The encoded prompts: a saved set checked against the model, or the prompt file encoded (and saved if asked)."""
+    if isinstance(given, SavedPrompts):
+        check_same_checkpoint(given, checkpoint_identity(model), args.prompts)
+        return replace(given, vectors=given.vectors.to(scorer.device),
+                       lower_better=given.lower_better or args.lower_is_better)
+    identity = checkpoint_identity(model) if args.save_prompts else ""
+    score_range = tuple(args.score_range) if args.score_range else None
+    prompts = SavedPrompts(scorer.encode_prompt_set(given), given, score_range, args.lower_is_better, identity)
+    if args.save_prompts:
+        save_prompts(args.save_prompts, prompts)
+        print(f"saved the encoded prompts to {args.save_prompts}; reuse them with --prompts {args.save_prompts}",
+              file=sys.stderr)
+    return prompts
+
+
+def describe_scale(prompts: SavedPrompts) -> str:
+    low, high = prompts.score_range or (0.0, 1.0)
+    direction = ", lower is better (as the prompts' scores)" if prompts.lower_better else ""
+    return f"scores on [{low:g}, {high:g}]{direction}"
+
+
+def score_and_print(scorer: Scorer, images: Sequence[str], prompts: SavedPrompts) -> list[tuple[str, float]]:
+    """Score batch by batch, printing each score as soon as it is known."""
+    low, high = prompts.score_range or (0.0, 1.0)
+    rows: list[tuple[str, float]] = []
+    starts = range(0, len(images), scorer.batch_size)
+    for start in tqdm(starts, desc="scoring", unit="batch", disable=len(images) <= 1):
+        chunk = images[start : start + scorer.batch_size]
+        scores = unit_range_to_scores(scorer.score_images(chunk, prompts.vectors), low, high)
+        for path, score in zip(chunk, scores):
+            print(f"{path}\t{score:.8f}", flush=True)
+            rows.append((path, score))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if not argv:
-        parser.print_help(sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv or example_arguments())
     if args.dataset:
         return evaluate_datasets(args)
-    if not (args.prompts and args.images):
-        parser.error("give --prompts and --images to score images, or --dataset to evaluate")
-    prompt_set = read_prompt_file(args.prompts)
-    if args.reverse_prompts:
-        prompt_set = prompt_set.reversed()
-    images = collect_images(args.images)
+    check_scoring_args(parser, args)
+    given = read_prompts(args)
+    images = collect_images(args.images or [])
     model = load_model(args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
-    scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers)
-    prompts = scorer.encode_prompt_set(prompt_set)
-    scores = scorer.score_images(images, prompts, progress=len(images) > 1)
+    scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                    compile=args.compile)
+    prompts = encode_prompts(args, given, scorer, model)
+    if not images:
+        return 0
+    if prompts.score_range or prompts.lower_better:
+        print(describe_scale(prompts), file=sys.stderr)
+    rows = score_and_print(scorer, images, prompts)
     if args.output:
-        write_csv_atomic(args.output, ["path", "score"], ((p, f"{s:.8f}") for p, s in zip(images, scores)))
-    for path, score in zip(images, scores):
-        print(f"{path}\t{score:.8f}")
+        write_csv_atomic(args.output, ["path", "score"], ((p, f"{s:.8f}") for p, s in rows))
     return 0
 
 
 def evaluate_datasets(args: argparse.Namespace) -> int:
     """SRCC/PLCC per dataset on the test split, prompts chosen from the training split as in training."""
+    if args.compile:
+        raise UserError("--compile applies to scoring images (--prompts/--images); drop it for --dataset")
     ckpt = read_checkpoint(args.checkpoint)
     seed = args.seed if args.seed is not None else ckpt.get("config", ckpt.get("args", {})).get("seed", 2024)
     records = read_datasets(args.dataset, args.dataset_info, args.demo)
     model = model_from_checkpoint(ckpt, args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
     ctx = DistContext(device=next(model.parameters()).device)
+    precision = resolve_precision(args.precision, ctx.device)
     data = DataConfig(datasets=args.dataset, dataset_info=args.dataset_info, demo=args.demo, cache_dir=args.cache_dir,
                       workers=args.workers)
     datasets = open_datasets(records, data, model.config.img_size, seed, ctx)
     sets = eval_sets(datasets, args.prompt_num or model.prompt_num, args.prompt_select, seed)
     if args.prompt_experiment:
-        return report_prompt_experiment(args, model, datasets, sets, seed)
+        with precision_scope(ctx.device, precision):
+            return report_prompt_experiment(args, model, datasets, sets, seed)
     generator = np.random.default_rng(seed)
     for eval_set in sets:
         if args.random_prompts:
             eval_set.prompt_labels = generator.random(len(eval_set.prompts)).tolist()
         if args.reverse_prompts:
             eval_set.prompt_labels = [1 - y for y in eval_set.prompt_labels]
-    results = evaluate(model, Evaluation.open(datasets, sets, ctx, args.batch_size))
+    with precision_scope(ctx.device, precision):
+        results = evaluate(model, Evaluation.open(datasets, sets, ctx, args.batch_size))
     print(format_results(results))
     if args.save_dir:
         folder = Path(args.save_dir)

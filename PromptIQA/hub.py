@@ -1,0 +1,57 @@
+"""Checkpoints by name from the Hugging Face Hub: `hf:OWNER/REPO[/FILE]`.
+
+The file (default `best_model.pth.tar`, the published one lives in `Zevin2023/PromptIQA`) is
+downloaded once into huggingface_hub's cache (`HF_HUB_CACHE`), then read from there; with
+`HF_HUB_OFFLINE=1` only the cache is used. `huggingface_hub` is imported only for such names.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UserError
+
+HF_PREFIX = "hf:"
+PUBLISHED_REPO = "Zevin2023/PromptIQA"
+PUBLISHED_FILE = "best_model.pth.tar"
+
+
+def how_to_get_checkpoint(folder: Path) -> str:
+    """What to do when the default checkpoint file is missing."""
+    return (f"Get the published weights with --checkpoint {HF_PREFIX}{PUBLISHED_REPO} (downloaded once), "
+            f"or download {PUBLISHED_FILE} from https://huggingface.co/{PUBLISHED_REPO} into {folder}/, "
+            "or train a small demo model with `python train.py --demo` and pass --checkpoint runs/demo/best.pth.tar.")
+
+
+def parse_hf_name(name: str, flag: str = "--checkpoint") -> tuple[str, str]:
+    """`hf:OWNER/REPO[/FILE]` -> (repo id, file name inside the repository)."""
+    parts = name[len(HF_PREFIX):].strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise UserError(f"{flag} {name}: expected {HF_PREFIX}OWNER/REPO or {HF_PREFIX}OWNER/REPO/FILE, "
+                        f"e.g. {HF_PREFIX}{PUBLISHED_REPO}")
+    return "/".join(parts[:2]), "/".join(parts[2:]) or PUBLISHED_FILE
+
+
+def _download(repo_id: str, filename: str, name: str, flag: str) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import EntryNotFoundError, HFValidationError
+    except ImportError:
+        raise UserError(f"{flag} {name}: needs the huggingface_hub package; pip install huggingface_hub") from None
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except (EntryNotFoundError, HFValidationError, OSError) as error:  # hub errors are OSErrors or these
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+        where = ("HF_HUB_OFFLINE is set and the file is not in the local cache; unset it once to download"
+                 if offline else "check the name, your network connection, and access rights to the repository")
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{flag} {name}: cannot get {filename} from {repo_id} ({reason}); {where}") from None
+
+
+def resolve_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> Path:
+    """A local checkpoint path as it is; an `hf:` name as the path of the cached (downloaded) file."""
+    name = os.fspath(path)
+    if not name.startswith(HF_PREFIX):
+        return Path(path)
+    repo_id, filename = parse_hf_name(name, flag)
+    return _download(repo_id, filename, name, flag)

@@ -1,0 +1,67 @@
+"""`--checkpoint hf:OWNER/REPO[/FILE]` from a local huggingface_hub cache, offline."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from PromptIQA.errors import UserError
+from PromptIQA.hub import parse_hf_name
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(root, repo_id: str, files: dict) -> None:
+    """Lay out `files` (name -> source path) as huggingface_hub caches a download of `repo_id` at main."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    for name, source in files.items():
+        target = repo / "snapshots" / COMMIT / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def score(checkpoint, prompt_dir, cache):
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "PromptIQA.commands.score", "--checkpoint", str(checkpoint), "--device", "cpu",
+         "--prompts", str(prompt_dir / "prompts.json"), "--images", str(prompt_dir / "query.jpg")],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+    )
+
+
+def test_hf_names_load_from_the_offline_cache(tiny_checkpoint, prompt_dir, tmp_path):
+    cache = tmp_path / "hub"
+    hub_cache(cache, "someone/tiny-iqa", {"best_model.pth.tar": tiny_checkpoint, "v2/other.pth.tar": tiny_checkpoint})
+    local = score(tiny_checkpoint, prompt_dir, cache)
+    by_default_name = score("hf:someone/tiny-iqa", prompt_dir, cache)
+    by_file_name = score("hf:someone/tiny-iqa/v2/other.pth.tar", prompt_dir, cache)
+    assert local.returncode == 0 and local.stdout.strip()
+    assert by_default_name.stdout == local.stdout and by_file_name.stdout == local.stdout
+
+
+def test_missing_hf_checkpoint_is_a_clear_error(prompt_dir, tmp_path):
+    (tmp_path / "hub").mkdir()
+    proc = score("hf:someone/absent", prompt_dir, tmp_path / "hub")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--checkpoint hf:someone/absent: cannot get best_model.pth.tar from someone/absent" in proc.stderr
+    assert "HF_HUB_OFFLINE" in proc.stderr
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("hf:Zevin2023/PromptIQA", ("Zevin2023/PromptIQA", "best_model.pth.tar")),
+    ("hf:a/b/sub/c.pth", ("a/b", "sub/c.pth")),
+])
+def test_parse_hf_name(name, expected):
+    assert parse_hf_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["hf:", "hf:onlyowner", "hf:a//c"])
+def test_malformed_hf_names_are_refused(name):
+    with pytest.raises(UserError, match="expected hf:OWNER/REPO"):
+        parse_hf_name(name)
