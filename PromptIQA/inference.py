@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -62,14 +62,16 @@ class Scorer:
         return next(self.model.parameters()).device
 
     def _batches(self, images: ImageInput, progress: bool) -> Iterable[torch.Tensor]:
-        """Normalised image batches on the model's device; files are decoded in parallel threads."""
+        """Normalised image batches on the model's device; files are decoded in `workers` threads
+        (in this thread with 0)."""
         size = self.model.config.img_size
         starts = range(0, len(images), self.batch_size)
-        with ThreadPoolExecutor(self.workers) as pool:
+        with ThreadPoolExecutor(self.workers) if self.workers else nullcontext() as pool:
+            decode = pool.map if pool else map
             for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
                 chunk = images[start : start + self.batch_size]
                 if not isinstance(chunk, torch.Tensor):
-                    chunk = to_tensor(np.stack(list(pool.map(lambda p: read_image(p, size), chunk))))
+                    chunk = to_tensor(np.stack(list(decode(lambda p: read_image(p, size), chunk))))
                 yield chunk.to(self.device)
 
     def image_features(self, images: ImageInput, progress: bool = False) -> torch.Tensor:

@@ -49,6 +49,17 @@ def test_folder_and_csv_output(base, prompt_dir, tmp_path, capsys):
     assert {r["path"]: float(r["score"]) for r in rows} == printed
 
 
+def test_decoding_in_the_main_thread_and_bf16_score_like_the_defaults(base, prompt_dir, capsys):
+    images = ["--images", prompt_dir / "isp", prompt_dir / "query.jpg"]
+    _, threaded, _ = run(base + images, capsys)
+    _, main_thread, _ = run(base + images + ["-j", "0"], capsys)
+    _, bf16, _ = run(base + images + ["--precision", "bf16"], capsys)
+    assert score_lines(main_thread) == score_lines(threaded)
+    reference, low_precision = score_lines(threaded), score_lines(bf16)
+    assert reference.keys() == low_precision.keys()
+    assert max(abs(reference[p] - low_precision[p]) for p in reference) < 0.05
+
+
 def test_csv_prompts_equal_json_prompts(base, prompt_dir, capsys):
     rows = json.loads((prompt_dir / "prompts.json").read_text())["isp"]
     (prompt_dir / "prompts.csv").write_text("path,score\n" + "".join(f"{p},{s}\n" for p, s in rows))
@@ -99,10 +110,10 @@ def test_help_lists_every_flag(capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--batch-size", "0"], "--batch-size: 0 is too small"),
     (["--batch_size", "-3"], "--batch-size: -3 is too small"),
-    (["-j", "0"], "-j/--workers: 0 is too small"),
+    (["-j", "-1"], "-j/--workers: -1 is too small"),
     (["--prompt-num", "0"], "--prompt-num: 0 is too small"),
 ])
-def test_counts_below_one_are_refused_before_any_work(prompt_dir, flags, message, capsys):
+def test_counts_below_their_minimum_are_refused_before_any_work(prompt_dir, flags, message, capsys):
     argv = ["--checkpoint", prompt_dir / "missing.pth.tar", "--prompts", prompt_dir / "prompts.json",
             "--images", prompt_dir / "query.jpg"] + flags
     with pytest.raises(SystemExit) as exit_info:

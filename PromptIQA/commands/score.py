@@ -52,15 +52,25 @@ EXAMPLE = (
 )
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts that must be at least 1."""
+def whole_number(text: str, minimum: int) -> int:
+    """A count given on the command line, refused with its fix when below `minimum`."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give 1 or more") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small; give 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {minimum} or more") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is too small; give {minimum} or more")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1."""
+    return whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for counts where 0 means none (e.g. decoding threads)."""
+    return whole_number(text, 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: bf16 autocast on a GPU that has it, fp32 elsewhere")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network for scoring images (pays off for many images on a GPU)")
-    parser.add_argument("-j", "--workers", type=positive_int, default=4, help="image decoding threads")
+    parser.add_argument("-j", "--workers", type=non_negative_int, default=4,
+                        help="image decoding threads (0: decode in the main thread)")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
     parser.add_argument("--img-size", type=int, help="override the image size recorded in the checkpoint")
     return both_spellings(parser)
