@@ -6,7 +6,7 @@ set -euo pipefail
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(torch.cuda.get_device_name(), 'torch', torch.__version__)"
 python -m pytest tests/test_fused_attention.py tests/test_precision.py -q -rs -k cuda
 python -m benchmarks.model_speed --device cuda
-PYTHONPATH=tests python - <<'PY'
+python - <<'PY'
 import tempfile
 from pathlib import Path
 
@@ -15,8 +15,7 @@ import torch
 from PromptIQA.checkpoint import load_model
 from PromptIQA.data.prompts import read_prompt_file
 from PromptIQA.inference import Scorer
-from synthetic_checkpoint import write_made_up_checkpoint
-from test_parity import PUBLISHED_SCORE
+from tools.make_parity_checkpoint import PUBLISHED_SCORE, build_checkpoint
 
 # Which SDPA kernel the MAL's shapes get (0 math, 1 flash, 2 memory-efficient, 3 cuDNN).
 for name, (lq, e, ev) in {"spatial": (784, 96, 768), "channel": (784, 3072, 3072), "feature": (768, 3136, 3136)}.items():
@@ -25,7 +24,7 @@ for name, (lq, e, ev) in {"spatial": (784, 96, 768), "channel": (784, 3072, 3072
     print(f"SDPA kernel for the {name} attention (bf16): {torch._fused_sdp_choice(q, q, v)}")
 example = Path("Examples/Example1")
 with tempfile.TemporaryDirectory() as tmp:
-    model = load_model(write_made_up_checkpoint(Path(tmp) / "best_model.pth.tar"), device="cuda")
+    model = load_model(build_checkpoint(Path(tmp) / "best_model.pth.tar"), device="cuda")
 for precision in ("fp32", "bf16"):
     scorer = Scorer(model, batch_size=10, precision=precision)
     prompts = scorer.encode_prompt_set(read_prompt_file(example / "prompts.json"))
