@@ -304,6 +304,7 @@ def test_browser_shows_bad_input_in_the_page(server, browser):
     page.close()
 
 
+@pytest.mark.slow
 def test_page_without_a_checkpoint_explains_and_takes_a_path(browser, small_checkpoint, tmp_path):
     app = AppServer(["--checkpoint", str(tmp_path / "missing.pth.tar")], tmp_path / "server.log")
     try:

@@ -104,6 +104,7 @@ def _train_and_compare(rank: int, port: int, info: str, out: str) -> None:
     assert not torch.equal(gathered[0][1], gathered[1][1]), "ranks saw the same images"
 
 
+@pytest.mark.slow
 def test_parameters_are_identical_on_all_ranks_after_training(data, tmp_path):
     mp.spawn(_train_and_compare, nprocs=2, args=(free_port(), str(data), str(tmp_path)))
 

@@ -35,6 +35,7 @@ def score(checkpoint, prompt_dir, cache):
     )
 
 
+@pytest.mark.slow
 def test_hf_names_load_from_the_offline_cache(tiny_checkpoint, prompt_dir, tmp_path):
     cache = tmp_path / "hub"
     hub_cache(cache, "someone/tiny-iqa", {"best_model.pth.tar": tiny_checkpoint, "v2/other.pth.tar": tiny_checkpoint})

@@ -115,6 +115,10 @@ def test_evaluation_mode_reproduces_the_training_evaluation(two_epochs, data, tm
         assert ours.keys() == theirs.keys() and np.allclose(list(ours.values()), list(theirs.values()), atol=1e-6)
     assert run_main(score_cli.main, argv + ["--reverse-prompts", "--save-dir", str(tmp_path / "rev")]) == 0
     assert run_main(score_cli.main, argv + ["--random-prompts", "--prompt-select", "random", "--prompt-num", "2"]) == 0
+    assert run_main(score_cli.main, argv + ["--precision", "bf16", "--save-dir", str(tmp_path / "bf16")]) == 0
+    fp32, bf16 = (read_predictions(folder / "predictions_set_a.csv") for folder in (tmp_path, tmp_path / "bf16"))
+    differences = [abs(fp32[path] - bf16[path]) for path in fp32]
+    assert 0 < max(differences) < 0.05  # bf16 autocast is in effect, and stays close to fp32
 
 
 @pytest.mark.slow

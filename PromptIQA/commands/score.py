@@ -244,7 +244,7 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
         if args.reverse_prompts:
             eval_set.prompt_labels = [1 - y for y in eval_set.prompt_labels]
     with precision_scope(ctx.device, precision):
-        results = evaluate(model, Evaluation.open(datasets, sets, ctx, args.batch_size))
+        results = evaluate(model, Evaluation.open(datasets, sets, ctx, args.batch_size, precision=precision))
     print(format_results(results))
     if args.save_dir:
         folder = Path(args.save_dir)
