@@ -44,6 +44,7 @@ from .data.prompts import (
 )
 from .data.split import split_records
 from .errors import UserError
+from .hub import HF_PREFIX, PUBLISHED_REPO
 from .inference import Scorer
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "Examples"
@@ -58,8 +59,9 @@ DEMO_SEED = 2024  # the training default: its split and "fixed" prompts are the 
 
 HOW_TO_GET_A_CHECKPOINT = f"""**No model is loaded yet.** Get a checkpoint in one of two ways:
 
-- the published `best_model.pth.tar` (released with the PromptIQA paper), placed at
-  `{DEFAULT_CHECKPOINT}`; restart the app or give that path below;
+- the published weights by name: give `{HF_PREFIX}{PUBLISHED_REPO}` below (downloaded once into the
+  Hugging Face cache), or place the published `best_model.pth.tar` at `{DEFAULT_CHECKPOINT}` and
+  restart the app or give that path below;
 - a small model trained here on the built-in demo data: `python train.py --demo` (minutes on a
   CPU), then give `runs/demo/best.pth.tar` below.
 """
@@ -466,7 +468,8 @@ class WebApp:
         status = gr.Markdown(self.slot.status(), elem_id="model-status")
         with gr.Accordion("Load a checkpoint", open=self.slot.loaded is None):
             with gr.Row():
-                path = gr.Textbox(label="Checkpoint path", placeholder=str(DEFAULT_CHECKPOINT), scale=4,
+                path = gr.Textbox(label="Checkpoint path or hf:OWNER/REPO", placeholder=str(DEFAULT_CHECKPOINT),
+                                  scale=4,
                                   elem_id="checkpoint-path")
                 load = gr.Button("Load", scale=1, elem_id="load-button")
         gr.on([load.click, path.submit], page_errors(self.load_checkpoint), inputs=path, outputs=status,
