@@ -15,7 +15,6 @@ tensor path keeps the autograd graph (the score is differentiable with respect t
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import replace
 
 import cv2

@@ -469,8 +469,7 @@ class WebApp:
         with gr.Accordion("Load a checkpoint", open=self.slot.loaded is None):
             with gr.Row():
                 path = gr.Textbox(label="Checkpoint path or hf:OWNER/REPO", placeholder=str(DEFAULT_CHECKPOINT),
-                                  scale=4,
-                                  elem_id="checkpoint-path")
+                                  scale=4, elem_id="checkpoint-path")
                 load = gr.Button("Load", scale=1, elem_id="load-button")
         gr.on([load.click, path.submit], page_errors(self.load_checkpoint), inputs=path, outputs=status,
               api_visibility="private")

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from PromptIQA.checkpoint import save_checkpoint
 from PromptIQA.commands import score
@@ -18,7 +17,6 @@ from PromptIQA.data.loader import EvalSet, SplitDataset
 from PromptIQA.data.records import Record
 from PromptIQA.models import ModelConfig, PromptIQA
 from PromptIQA.prompt_experiment import REVERSED, RANDOM, OWN, run_prompt_experiment, transfer_condition
-from conftest import write_image
 from training_fixtures import write_training_data
 
 

@@ -19,15 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
 from ..atomic import write_csv_atomic
-from ..errors import UserError
-from ..runtime import precision_scope, resolve_device, resolve_precision
-from .common import both_spellings, collect_images, run_main
+from ..checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
+from ..config import PRECISION_CHOICES, DataConfig
 from ..data.dataset_info import DEFAULT_DATASET_INFO
 from ..data.loader import eval_sets
 from ..data.prompts import PromptSet, read_prompt_file, unit_range_to_scores
-from ..config import PRECISION_CHOICES, DataConfig
 from ..distributed import DistContext
 from ..engine import Evaluation, evaluate, format_results
 from ..errors import UserError
@@ -37,7 +34,9 @@ from ..prompt_experiment import run_prompt_experiment
 from ..prompt_store import (SAVED_PROMPTS_SUFFIX, SavedPrompts, check_same_checkpoint, check_save_path,
                             checkpoint_identity, is_saved_prompts, read_saved_prompts, save_prompts)
 from ..runlog import save_predictions
+from ..runtime import precision_scope, resolve_device, resolve_precision
 from ..training import open_datasets, read_datasets
+from .common import both_spellings, collect_images, run_main
 
 # what the published test.py scores when run without arguments (present in a source checkout)
 EXAMPLE1 = Path(__file__).resolve().parents[2] / "Examples" / "Example1"
@@ -112,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="auto: bf16 autocast on a GPU that has it, fp32 elsewhere")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the network for scoring images (pays off for many images on a GPU)")
+                        help="torch.compile the network for scoring images (the first batch waits for compilation)")
     parser.add_argument("-j", "--workers", type=non_negative_int, default=4,
                         help="image decoding threads (0: decode in the main thread)")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
