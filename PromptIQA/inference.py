@@ -96,9 +96,14 @@ class Scorer:
     def encode_prompt_set(self, prompt_set: PromptSet) -> torch.Tensor:
         return self.encode_prompts(list(prompt_set.paths), prompt_set.scores)
 
+    def iter_scores(self, images: ImageInput, prompts: torch.Tensor, progress: bool = False) -> Iterator[np.ndarray]:
+        """Scores in [0, 1] of query images under encoded prompts, one batch at a time as each is scored."""
+        for batch in self._batches(images, progress):
+            # entered per batch so that no-grad and autocast never reach the caller's code between batches
+            with self._running():
+                scores = self._score_features(self._image_features(batch), prompts)
+            yield scores.float().cpu().numpy()
+
     def score_images(self, images: ImageInput, prompts: torch.Tensor, progress: bool = False) -> np.ndarray:
         """Scores in [0, 1] of query images (paths or a normalised tensor) under encoded prompts."""
-        with self._running():
-            batches = self._batches(images, progress)
-            scores = [self._score_features(self._image_features(batch), prompts) for batch in batches]
-        return torch.cat(scores).float().cpu().numpy()
+        return np.concatenate(list(self.iter_scores(images, prompts, progress)))

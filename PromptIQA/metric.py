@@ -15,7 +15,6 @@ tensor path keeps the autograd graph (the score is differentiable with respect t
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -29,7 +28,7 @@ from .data.prompts import PromptSet, read_prompt_file
 from .errors import UserError
 from .inference import Scorer
 from .models import PromptIQA
-from .prompt_store import SavedPrompts, checkpoint_identity, is_saved_prompts, load_prompts
+from .prompt_store import SavedPrompts, is_saved_prompts, prepare_prompts, read_saved_prompts
 from .runtime import resolve_device
 
 PromptsInput = str | os.PathLike | PromptSet | SavedPrompts
@@ -113,16 +112,14 @@ def encode_prompts(model: PromptIQA, prompts: PromptsInput, score_range: tuple[f
     if isinstance(prompts, SavedPrompts):
         return prompts
     if isinstance(prompts, PromptSet):
-        prompt_set = prompts
+        given = prompts
     elif isinstance(prompts, (str, os.PathLike)) and is_saved_prompts(prompts):
-        saved = load_prompts(prompts, checkpoint_identity(model), flag="prompts=")
-        return replace(saved, lower_better=saved.lower_better or lower_better)
+        given = read_saved_prompts(prompts, flag="prompts=")
     elif isinstance(prompts, (str, os.PathLike)):
-        prompt_set = read_prompt_file(prompts, score_range)
+        given = read_prompt_file(prompts, score_range)
     else:
         raise UserError(f"prompts={prompts!r}: give a prompt file (.json/.csv), a saved set (.pt) or a PromptSet")
-    vectors = Scorer(model).encode_prompt_set(prompt_set)
-    return SavedPrompts(vectors, prompt_set, score_range, lower_better, "")
+    return prepare_prompts(Scorer(model), given, score_range, lower_better, path=prompts, flag="prompts=")
 
 
 def create_metric(

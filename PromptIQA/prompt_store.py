@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ import torch
 from .atomic import atomic_open
 from .data.prompts import PromptSet
 from .errors import UserError
+from .inference import Scorer
 from .models import PromptIQA
 
 SAVED_PROMPTS_SUFFIX = ".pt"
@@ -109,8 +110,11 @@ def check_same_checkpoint(saved: SavedPrompts, checkpoint: str, path: str | os.P
                         "prompt file with this checkpoint (--prompts PROMPTS.json --save-prompts FILE.pt)")
 
 
-def load_prompts(path: str | os.PathLike, checkpoint: str, flag: str = "--prompts") -> SavedPrompts:
-    """Read a saved set made with the checkpoint whose identity is `checkpoint`; others are refused."""
-    saved = read_saved_prompts(path, flag)
-    check_same_checkpoint(saved, checkpoint, path, flag)
-    return saved
+def prepare_prompts(scorer: Scorer, given: PromptSet | SavedPrompts, score_range: tuple[float, float] | None = None,
+                    lower_better: bool = False, path: str | os.PathLike = "", flag: str = "--prompts") -> SavedPrompts:
+    """The prompts ready for the scorer's network: a saved set (read from `path`) checked against that
+    network and put on its device, or a prompt set encoded by it (not tied to it until saved)."""
+    if isinstance(given, SavedPrompts):
+        check_same_checkpoint(given, checkpoint_identity(scorer.model), path, flag)
+        return replace(given, vectors=given.vectors.to(scorer.device), lower_better=given.lower_better or lower_better)
+    return SavedPrompts(scorer.encode_prompt_set(given), given, score_range, lower_better, "")

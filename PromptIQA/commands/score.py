@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..atomic import write_csv_atomic
 from ..checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
@@ -29,10 +28,9 @@ from ..distributed import DistContext
 from ..engine import Evaluation, evaluate, format_results
 from ..errors import UserError
 from ..inference import Scorer
-from ..models import PromptIQA
 from ..prompt_experiment import run_prompt_experiment
-from ..prompt_store import (SAVED_PROMPTS_SUFFIX, SavedPrompts, check_same_checkpoint, check_save_path,
-                            checkpoint_identity, is_saved_prompts, read_saved_prompts, save_prompts)
+from ..prompt_store import (SAVED_PROMPTS_SUFFIX, SavedPrompts, check_save_path, checkpoint_identity,
+                            is_saved_prompts, prepare_prompts, read_saved_prompts, save_prompts)
 from ..runlog import save_predictions
 from ..runtime import precision_scope, resolve_device, resolve_precision
 from ..training import open_datasets, read_datasets
@@ -151,26 +149,23 @@ def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         check_save_path(args.save_prompts)
 
 
+def score_range_of(args: argparse.Namespace) -> tuple[float, float] | None:
+    return tuple(args.score_range) if args.score_range else None
+
+
 def read_prompts(args: argparse.Namespace) -> PromptSet | SavedPrompts:
     """The prompt file or saved set, read and checked before the model loads."""
     if is_saved_prompts(args.prompts):
         return read_saved_prompts(args.prompts)
-    prompt_set = read_prompt_file(args.prompts, tuple(args.score_range) if args.score_range else None)
+    prompt_set = read_prompt_file(args.prompts, score_range_of(args))
     return prompt_set.reversed() if args.reverse_prompts else prompt_set
 
 
-def encode_prompts(args: argparse.Namespace, given: PromptSet | SavedPrompts, scorer: Scorer,
-                   model: PromptIQA) -> SavedPrompts:
-    """The encoded prompts: a saved set checked against the model, or the prompt file encoded (and saved if asked)."""
-    if isinstance(given, SavedPrompts):
-        check_same_checkpoint(given, checkpoint_identity(model), args.prompts)
-        return replace(given, vectors=given.vectors.to(scorer.device),
-                       lower_better=given.lower_better or args.lower_is_better)
-    identity = checkpoint_identity(model) if args.save_prompts else ""
-    score_range = tuple(args.score_range) if args.score_range else None
-    prompts = SavedPrompts(scorer.encode_prompt_set(given), given, score_range, args.lower_is_better, identity)
+def encode_prompts(args: argparse.Namespace, given: PromptSet | SavedPrompts, scorer: Scorer) -> SavedPrompts:
+    """The prompts ready for the network, saved with its identity if --save-prompts asks."""
+    prompts = prepare_prompts(scorer, given, score_range_of(args), args.lower_is_better, args.prompts)
     if args.save_prompts:
-        save_prompts(args.save_prompts, prompts)
+        save_prompts(args.save_prompts, replace(prompts, checkpoint=checkpoint_identity(scorer.model)))
         print(f"saved the encoded prompts to {args.save_prompts}; reuse them with --prompts {args.save_prompts}",
               file=sys.stderr)
     return prompts
@@ -185,14 +180,12 @@ def describe_scale(prompts: SavedPrompts) -> str:
 def score_and_print(scorer: Scorer, images: Sequence[str], prompts: SavedPrompts) -> list[tuple[str, float]]:
     """Score batch by batch, printing each score as soon as it is known."""
     low, high = prompts.score_range or (0.0, 1.0)
+    batches = scorer.iter_scores(images, prompts.vectors, progress=len(images) > 1)
+    scores = (score for batch in batches for score in unit_range_to_scores(batch, low, high))
     rows: list[tuple[str, float]] = []
-    starts = range(0, len(images), scorer.batch_size)
-    for start in tqdm(starts, desc="scoring", unit="batch", disable=len(images) <= 1):
-        chunk = images[start : start + scorer.batch_size]
-        scores = unit_range_to_scores(scorer.score_images(chunk, prompts.vectors), low, high)
-        for path, score in zip(chunk, scores):
-            print(f"{path}\t{score:.8f}", flush=True)
-            rows.append((path, score))
+    for path, score in zip(images, scores):
+        print(f"{path}\t{score:.8f}", flush=True)
+        rows.append((path, score))
     return rows
 
 
@@ -208,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
     scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                     compile=args.compile)
-    prompts = encode_prompts(args, given, scorer, model)
+    prompts = encode_prompts(args, given, scorer)
     if not images:
         return 0
     if prompts.score_range or prompts.lower_better:
