@@ -24,7 +24,7 @@ FAMILIES = {
     "relative-position ViT (fc_norm)": ModelConfig("test_vit_relpos", 64, prompt_num=2),
     "rotary-embedding ViT (EVA-02)": ModelConfig("eva02_tiny_patch14_224", 56, prompt_num=2),
     "ViT with attention-pool head": ModelConfig("test_vit3", 64, prompt_num=2),
-    "CNN": ModelConfig("resnet10t", 64, prompt_num=2),
+    "CNN": ModelConfig("resnet10t", 64, prompt_num=2, cnn_dim=128),  # narrower than the default 384, as in --demo
 }
 BATCH = 3
 
@@ -69,6 +69,18 @@ def test_checkpoint_round_trip_gives_the_same_scores(config, tmp_path):
         before = model.score_images(images[:1], model.encode_prompts(images[1:], scores[1:]))
         after = loaded.score_images(images[:1], loaded.encode_prompts(images[1:], scores[1:]))
     assert torch.equal(before, after)
+
+
+def test_cnn_dim_sets_a_cnn_heads_width_and_leaves_vits_alone(tmp_path):
+    cnn = PromptIQA(ModelConfig("resnet10t", 64, cnn_dim=128))
+    assert (cnn.layout.dim, cnn.layout.num_heads) == (128, 2)
+    assert all(proj.out_channels == 128 for proj in cnn.cnn_backbone.proj)
+    assert PromptIQA(ModelConfig("resnet10t", 64)).layout.dim == 384
+    assert PromptIQA(ModelConfig("vit_tiny_patch16_224", 64, cnn_dim=128)).layout.dim == 192
+    # Checkpoints written before cnn_dim existed were all at the default width.
+    saved = ModelConfig("resnet10t", 64).to_dict()
+    del saved["cnn_dim"]
+    assert ModelConfig.from_dict(saved).cnn_dim == 384
 
 
 def test_pruned_heads_are_not_parameters():

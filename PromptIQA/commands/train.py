@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("network")
     option(model, "--backbone", key="model.backbone", help="timm ViT (or CNN) name")
     option(model, "--img-size", key="model.img_size", type=int, help="images are resized to this square size")
+    option(model, "--cnn-dim", key="model.cnn_dim", type=int,
+           help="channels a CNN backbone's feature levels are projected to (ViTs keep their own width)")
     option(model, "--pretrained", key="pretrained",
            help="imagenet (a local file in PromptIQA/checkpoints), PATH of a weights file, or none")
 

@@ -26,7 +26,7 @@ from ..errors import UserError
 
 DEFAULT_BACKBONE = "vit_base_patch8_224"
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
-CNN_DIM, CNN_HEADS, CNN_STRIDE = 384, 6, 16
+CNN_DIM, CNN_STRIDE = 384, 16  # default width and stride of the grid CNN levels are projected to
 FEATURE_COUNT = 4
 HEAD_DIM = 64  # channels per attention head when the backbone has no attention of its own
 WHAT_WORKS = (
@@ -101,11 +101,18 @@ def _attention_heads(model: nn.Module, dim: int) -> int:
     own = next((m.num_heads for m in model.modules() if isinstance(getattr(m, "num_heads", None), int)), 0)
     if own and dim % own == 0:
         return own
+    return _heads_of_width(dim)
+
+
+def _heads_of_width(dim: int) -> int:
+    """The most heads of at least HEAD_DIM channels that divide `dim` (at least one)."""
     return max(h for h in range(1, max(1, dim // HEAD_DIM) + 1) if dim % h == 0)
 
 
-def build_backbone(name: str, img_size: int) -> Backbone:
+def build_backbone(name: str, img_size: int, cnn_dim: int = CNN_DIM) -> Backbone:
     """Create `name` at `img_size`, choose its four levels and prune what comes after them.
+
+    A CNN's levels are projected to `cnn_dim` channels; ViTs keep their width.
 
     Raises UserError, naming --backbone / --img-size and what works, for a model that cannot give
     four square maps at this size.
@@ -127,7 +134,7 @@ def build_backbone(name: str, img_size: int) -> Backbone:
         layout = FeatureLayout(dim=channels[0], grid=grid, num_heads=_attention_heads(model, channels[0]))
     else:
         _grid(name, img_size, max(levels[i]["reduction"] for i in indices))  # every level a whole size
-        layout = FeatureLayout(dim=CNN_DIM, grid=img_size // CNN_STRIDE, num_heads=CNN_HEADS)
+        layout = FeatureLayout(dim=cnn_dim, grid=img_size // CNN_STRIDE, num_heads=_heads_of_width(cnn_dim))
     return Backbone(model, indices, channels, isotropic, layout, pruned)
 
 

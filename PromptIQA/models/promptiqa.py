@@ -10,6 +10,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from .backbone import (
+    CNN_DIM,
     DEFAULT_BACKBONE,
     CNNFeatureMaps,
     FeatureLayout,
@@ -35,6 +36,7 @@ class ModelConfig:
     backbone: str = DEFAULT_BACKBONE
     img_size: int = 224
     prompt_num: int = 10  # ISPs per query in training (group size - 1); the default for scoring
+    cnn_dim: int = CNN_DIM  # channels a CNN backbone's levels are projected to (ViTs keep their width)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +83,7 @@ class PromptIQA(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig(), pretrained: str | os.PathLike | None = None):
         super().__init__()
         self.config = config
-        backbone = build_backbone(config.backbone, config.img_size)
+        backbone = build_backbone(config.backbone, config.img_size, config.cnn_dim)
         weights = resolve_pretrained(pretrained, config.backbone)
         if weights is not None:
             load_backbone_weights(backbone.model, weights)
