@@ -13,10 +13,15 @@ from PromptIQA.data.datasets import read_dataset_as
 from PromptIQA.data.prompts import read_prompt_file
 from PromptIQA.data.split import split_records
 
-# Tests build the demo from four photos; the layout and labels do not depend on how many.
+# Tests build the demo from two crops of four photos; the layout and labels do not depend on how many.
 PHOTOS = demo.REFERENCES[:4]
-IMAGES_PER_PHOTO = len(demo.DISTORTIONS) * 5
+CROPS = 2
 READERS = {"demo_kadid": "kadid", "demo_csiq": "csiq", "demo_brightness": "csv"}
+QUALITY_TAGS = [d.csiq_tag for d in demo.QUALITY_DISTORTIONS]
+
+
+def images_per_photo(dataset: str) -> int:
+    return len(demo.LAYOUTS[dataset].distortions) * 5 * CROPS
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -28,6 +33,7 @@ def tree(root: Path) -> dict[str, str]:
 def build_small(root: Path) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(demo, "REFERENCES", PHOTOS)
+        patch.setattr(demo, "CROPS_PER_PHOTO", CROPS)
         demo.build_demo(root)
     return root
 
@@ -36,18 +42,19 @@ def reference_of(dataset: str, record_path: str) -> Path:
     """The undistorted crop a demo image was made from, by the dataset's file naming."""
     path = Path(record_path)
     if dataset == "demo_csiq":
-        return path.parent.parent / "src_imgs" / (path.name.split(".")[0] + ".png")
-    unit = path.name.split("_")[0]
-    folder = "images" if dataset == "demo_kadid" else "../references"
-    return (path.parent / folder / f"{unit}.png").resolve() if folder != "images" else path.parent / f"{unit}.png"
+        unit, _, _, crop, _ = path.name.split(".")
+        return path.parent.parent / "src_imgs" / f"{unit}.{crop}.png"
+    unit, *_, crop = path.stem.split("_")
+    folder = path.parent if dataset == "demo_kadid" else path.parent.parent / "references"
+    return folder / f"{unit}_{crop}.png"
 
 
 def kind_and_level(dataset: str, record_path: str) -> tuple[str, int]:
     name = Path(record_path).name
     if dataset == "demo_csiq":
-        _, tag, level, _ = name.split(".")
+        _, tag, level, _, _ = name.split(".")
         return tag, int(level)
-    _, kadid_id, level = Path(name).stem.split("_")
+    _, kadid_id, level, _ = Path(name).stem.split("_")
     return next(d.csiq_tag for d in demo.DISTORTIONS if d.kadid_id == int(kadid_id)), int(level)
 
 
@@ -84,13 +91,12 @@ def test_build_returns_dataset_folders(demo_root):
 
 def test_layouts_name_files_as_the_real_datasets(demo_root):
     kadid = sorted(p.name for p in (demo_root / "demo_kadid" / "images").iterdir())
-    assert kadid[:3] == ["I01.png", "I01_01_01.png", "I01_01_02.png"]
-    assert "I04_25_05.png" in kadid and "I04_16_05.png" in kadid
+    assert kadid[:3] == ["I01_01_01_c0.png", "I01_01_01_c1.png", "I01_01_02_c0.png"]
+    assert {"I04_11_05_c1.png", "I04_c0.png", "I04_c1.png"} <= set(kadid)
     csiq = {p.name for p in (demo_root / "demo_csiq" / "dst_imgs_all").iterdir()}
-    tags = [d.csiq_tag for d in demo.DISTORTIONS]
-    assert {f"I02.{tag}.{level}.png" for tag in tags for level in range(1, 6)} <= csiq
-    assert (demo_root / "demo_csiq" / "src_imgs" / "I02.png").is_file()
-    assert (demo_root / "demo_brightness" / "images" / "I03_17_01.png").is_file()
+    assert {f"I02.{tag}.{level}.c1.png" for tag in QUALITY_TAGS for level in range(1, 6)} <= csiq
+    assert (demo_root / "demo_csiq" / "src_imgs" / "I02.c1.png").is_file()
+    assert (demo_root / "demo_brightness" / "images" / "I03_17_01_c0.png").is_file()
 
 
 def test_images_are_square_colour(records):
@@ -148,18 +154,25 @@ def test_outdated_manifest_is_rebuilt(tmp_path, monkeypatch):
 
 def test_readers_load_every_dataset_with_photos_as_units(records):
     for name, found in records.items():
-        assert len(found) == len(PHOTOS) * IMAGES_PER_PHOTO
+        assert len(found) == len(PHOTOS) * images_per_photo(name)
         assert len({r.unit for r in found}) == len(PHOTOS)
         assert all(0 <= r.label <= 1 for r in found)
         assert all(Path(r.path).is_file() and reference_of(name, r.path).is_file() for r in found)
 
 
 @pytest.mark.parametrize("dataset, lower_is_better", [("demo_kadid", False), ("demo_csiq", True)])
-def test_quality_labels_are_ssim_in_the_dataset_direction(records, dataset, lower_is_better):
-    for record in records[dataset][::7]:
+def test_quality_labels_are_ssim_averaged_by_distortion_and_level(records, dataset, lower_is_better):
+    ssim, labels = defaultdict(list), defaultdict(set)
+    for record in records[dataset]:
         reference, image = (cv2.imread(str(p)) for p in (reference_of(dataset, record.path), record.path))
-        q = demo.ssim_quality(reference, image)
-        assert record.label == pytest.approx(1 - q if lower_is_better else q, abs=1e-9)
+        key = kind_and_level(dataset, record.path)
+        ssim[key].append(demo.ssim_quality(reference, image))
+        labels[key].add(record.label)
+    assert len(ssim) == len(QUALITY_TAGS) * 5
+    for key, values in ssim.items():
+        q = np.mean(values)
+        assert len(labels[key]) == 1, key
+        assert labels[key].pop() == pytest.approx(1 - q if lower_is_better else q, abs=1e-6), key
 
 
 def test_brightness_labels_are_mean_luma(records):
@@ -178,7 +191,7 @@ def mean_label_by_level(found, dataset: str, tag: str) -> list[float]:
     return [float(np.mean(by_level[level])) for level in range(1, 6)]
 
 
-@pytest.mark.parametrize("tag", [d.csiq_tag for d in demo.DISTORTIONS])
+@pytest.mark.parametrize("tag", QUALITY_TAGS)
 def test_quality_falls_with_level(records, tag):
     means = mean_label_by_level(records["demo_kadid"], "demo_kadid", tag)
     assert all(a > b for a, b in zip(means, means[1:])), means
@@ -191,14 +204,17 @@ def test_brightness_moves_with_the_exposure_distortions(records, tag, brighter):
 
 
 def test_labels_spread_over_the_range(records):
-    for found in records.values():
-        labels = [r.label for r in found]
-        assert min(labels) < 0.2 and max(labels) > 0.75
+    quality = {r.label for r in records["demo_kadid"]}
+    assert len(quality) == len(QUALITY_TAGS) * 5 and min(quality) < 0.5 and max(quality) > 0.9
+    brightness = [r.label for r in records["demo_brightness"]]
+    assert min(brightness) < 0.2 and max(brightness) > 0.75
 
 
 def test_requirements_rank_the_images_differently(records):
+    # The same photos, crop numbers, distortions and levels, in the same order (the crops differ).
     quality = np.array([r.label for r in records["demo_kadid"]])
-    bright = np.array([r.label for r in records["demo_brightness"]])
+    bright = np.array([r.label for r in records["demo_brightness"]
+                       if kind_and_level("demo_brightness", r.path)[0] in QUALITY_TAGS])
     assert abs(np.corrcoef(np.argsort(np.argsort(quality)), np.argsort(np.argsort(bright)))[0, 1]) < 0.5
 
 
@@ -226,7 +242,7 @@ def test_dataset_info_entries_load(demo_root, tmp_path, monkeypatch):
     assert info == {name: {"root": str(demo_root / name), "reader": reader} for name, reader in READERS.items()}
     (tmp_path / "dataset_info.json").write_text(json.dumps(info))
     found = check_datasets(list(info), load_dataset_info(tmp_path / "dataset_info.json"))
-    assert {name: len(r) for name, r in found.items()} == {name: len(PHOTOS) * IMAGES_PER_PHOTO for name in READERS}
+    assert {name: len(r) for name, r in found.items()} == {name: len(PHOTOS) * images_per_photo(name) for name in READERS}
 
 
 def test_unseen_check_uses_new_photos_and_distortions(tmp_path):

@@ -17,6 +17,7 @@ from PromptIQA.commands import score as score_cli
 from PromptIQA.commands import train
 from PromptIQA.commands.common import run_main
 from PromptIQA.config import DEMO_PRESET, PUBLISHED_DATASETS, DataConfig, TrainConfig
+from PromptIQA.data import demo as demo_data
 from PromptIQA.distributed import DistContext
 from PromptIQA.runlog import RunLog
 from PromptIQA.training import open_datasets, read_datasets
@@ -86,7 +87,7 @@ def test_run_folder_holds_everything(two_epochs, data):
 def test_checkpoints_hold_the_run(two_epochs):
     last = torch.load(two_epochs / "last.pth.tar", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2 and last["prompt_num"] == 3 and not any(k.startswith("module.") for k in last["model"])
-    assert last["model_config"] == {"backbone": "vit_tiny_patch16_224", "img_size": 32, "prompt_num": 3}
+    assert last["model_config"] == {"backbone": "vit_tiny_patch16_224", "img_size": 32, "prompt_num": 3, "cnn_dim": 384}
     assert last["topology"] == ONE_PROCESS and last["config"]["optim"]["epochs"] == 2
     for record in last["history"]:
         record["train"].pop("seconds")
@@ -170,6 +171,7 @@ def test_bf16_with_gradient_checkpointing_trains_on_cpu(data, tmp_path):
 @pytest.mark.slow
 def test_demo_runs_and_prints_the_scoring_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(demo_data, "CROPS_PER_PHOTO", 2)  # the run, not the data's size, is under test
     argv = ["--demo", "--epochs", "1", "--img-size", "32", "--batch_size", "8", "--save_path", str(tmp_path / "demo")]
     assert run_main(train.main, argv) == 0
     out = capsys.readouterr().out
@@ -181,8 +183,9 @@ def test_demo_is_a_preset_that_explicit_flags_override():
     demo = train.parse_config(["--demo", "--img-size", "96", "--save_path", "elsewhere"])
     assert (demo.model.img_size, demo.run.save_path) == (96, "elsewhere")
     assert demo.data.datasets == ("demo_kadid",) and demo.pretrained == "none" and demo.data.demo
-    assert (demo.optim.epochs, demo.optim.batch_size, demo.execution.device) == (40, 12, "cpu")
-    assert (demo.optim.lr, demo.optim.random_flipping_rate, demo.model.backbone) == (1e-4, 0.2, "vit_tiny_patch16_224")
+    assert (demo.optim.epochs, demo.optim.batch_size, demo.execution.device) == (12, 12, "cpu")
+    assert (demo.optim.lr, demo.optim.random_flipping_rate) == (1e-4, 0.3)
+    assert (demo.model.backbone, demo.model.cnn_dim) == ("resnet10t", 192)
     flipped = train.parse_config(["--demo", "--random_flipping_rate", "0.5", "--dataset", "demo_csiq"])
     assert (flipped.optim.random_flipping_rate, flipped.data.datasets) == (0.5, ("demo_csiq",))
     published = train.parse_config([])

@@ -1,21 +1,27 @@
 """A small synthetic IQA dataset that ships with the install, for trying the pipeline end to end.
 
-Sixteen photos bundled with scikit-image give the content. Each demo dataset takes its own random
-square crop (random position and scale) of every photo, SIZE x SIZE px, and distorts it with six
-distortions at five levels each: Gaussian blur, JPEG, white noise, contrast reduction, brightening
-and darkening (30 images per photo and dataset). Three requirements are labelled, one per dataset,
-each written in a real dataset's on-disk layout so the ordinary readers load it (docs/datasets.md):
+Sixteen photos bundled with scikit-image give the content. Each demo dataset takes its own
+CROPS_PER_PHOTO random square crops (random position and scale) of every photo, SIZE x SIZE px, the
+size the demo model reads, so no distortion is scaled away. Three requirements are labelled, one per
+dataset, each written in a real dataset's on-disk layout so the ordinary readers load it
+(docs/datasets.md):
 
-- ``demo_kadid`` (reader ``kadid``), quality: full-reference SSIM against the crop,
-  q = clip(SSIM, 0, 1), written as KADID's ``dmos`` s = 1 + 5q so that (s - 1) / 5 gives q.
+- ``demo_kadid`` (reader ``kadid``), quality: the crops are distorted by Gaussian blur, JPEG and
+  white noise at five levels each. The label is the distortion-level quality q: the SSIM between
+  crop and distorted image, clipped to [0, 1], averaged over all crops of the dataset with that
+  distortion and level. Like a mean opinion score it says how strong the distortion is, not how
+  much texture a crop has to show it (per-image SSIM ranks flat crops above textured ones at
+  the same distortion, which no model can learn from a few photos). Written as KADID's ``dmos``
+  s = 1 + 5q so that (s - 1) / 5 gives q.
 - ``demo_csiq`` (reader ``csiq``), quality in the opposite direction: dmos = 1 - q (lower is
   better), so that only the prompts tell which way this dataset's scores run.
 - ``demo_brightness`` (reader ``csv``), not quality at all: the mean luma (BT.601) of the image in
-  [0, 1], so that the same kind of image ranks differently depending only on the prompts.
+  [0, 1], over the quality distortions and three exposure ones (brightening, darkening, contrast
+  reduction), so that the same kind of image ranks differently depending only on the prompts.
 
 Labels are rounded to 6 decimals so the label files hold them exactly. In every dataset the split
-unit is the photo (named I01 ... I16 in all three, so one seed splits them alike): the test split's
-photos are never seen in training, whatever the dataset.
+unit is the photo (named I01 ... I16 in all three, so one seed splits them alike; the crop number
+comes after it): the test split's photos are never seen in training, whatever the dataset.
 
 `build_unseen_check` writes a separate check of generalisation: other photos, distortions the demo
 never shows, a prompts.json of ISPs and the query images with their labels.
@@ -41,9 +47,10 @@ from skimage.metrics import structural_similarity
 
 from .cache import cache_root
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 MANIFEST = "manifest.json"
-SIZE = 128
+SIZE = 64  # the demo model's --img-size
+CROPS_PER_PHOTO = 8
 LABEL_DECIMALS = 6
 CROP_SCALES = (0.4, 1.0)  # side of a crop, as a fraction of the photo's shorter side
 
@@ -109,10 +116,12 @@ class Distortion:
     levels: tuple[float, ...]  # parameter of levels 1..5, mildest first
 
 
-DISTORTIONS = (
+QUALITY_DISTORTIONS = (
     Distortion(1, "BLUR", _gaussian_blur, (0.5, 1.0, 1.6, 2.5, 4.0)),  # sigma in px
     Distortion(10, "JPEG", _jpeg, (60, 30, 15, 8, 3)),  # quality
     Distortion(11, "AWGN", _white_noise, (4.0, 8.0, 16.0, 30.0, 55.0)),  # sigma in grey levels
+)
+DISTORTIONS = QUALITY_DISTORTIONS + (
     Distortion(16, "brighten", _gamma, (0.8, 0.65, 0.5, 0.38, 0.28)),  # gamma
     Distortion(17, "darken", _gamma, (1.25, 1.55, 2.0, 2.6, 3.5)),  # gamma
     Distortion(25, "contrast", _contrast, (0.8, 0.6, 0.45, 0.3, 0.18)),  # contrast factor
@@ -157,7 +166,28 @@ def ssim_quality(reference: np.ndarray, distorted: np.ndarray) -> float:
     grey = [cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.float32) for x in (reference, distorted)]
     ssim = structural_similarity(*grey, data_range=255, gaussian_weights=True, sigma=1.5,
                                  use_sample_covariance=False)
-    return round(float(np.clip(ssim, 0.0, 1.0)), LABEL_DECIMALS)
+    return float(np.clip(ssim, 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class DistortedImage:
+    """One distorted version of a crop: the photo's unit name, the crop's number, what was done."""
+
+    ref: str
+    crop_index: int
+    distortion: Distortion
+    level: int
+    crop: np.ndarray
+    image: np.ndarray
+
+
+def distortion_level_quality(items: list[DistortedImage]) -> list[float]:
+    """Each image's SSIM quality averaged over all `items` with its distortion and level."""
+    by_kind_and_level: dict[tuple[int, int], list[float]] = {}
+    keys = [(item.distortion.kadid_id, item.level) for item in items]
+    for key, item in zip(keys, items):
+        by_kind_and_level.setdefault(key, []).append(ssim_quality(item.crop, item.image))
+    return [round(float(np.mean(by_kind_and_level[key])), LABEL_DECIMALS) for key in keys]
 
 
 def brightness(image: np.ndarray) -> float:
@@ -185,10 +215,10 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 class Layout:
     """One real dataset's file names and label file, and the requirement it is labelled with.
 
-    Format strings: {ref} is the photo's unit name (I01 ...), {dist} a Distortion, {level} its
-    level, {file} a distorted image's path relative to the dataset folder and {score} its label.
-    `score` turns (reference crop, distorted image) into the label-file score;
-    `higher_is_better` says which way the label runs.
+    Format strings: {ref} is the photo's unit name (I01 ...), {crop} the crop's number, {dist} a
+    Distortion, {level} its level, {file} a distorted image's path relative to the dataset folder
+    and {score} its label. `score` turns (distortion-level quality, distorted image) into the
+    label-file score; `higher_is_better` says which way the label runs.
     """
 
     reader: str
@@ -197,26 +227,31 @@ class Layout:
     label_file: str
     header: str
     row: str
-    score: Callable[[np.ndarray, np.ndarray], float]
+    score: Callable[[float, np.ndarray], float]
+    distortions: tuple[Distortion, ...] = QUALITY_DISTORTIONS
     higher_is_better: bool = True
 
 
 LAYOUTS = {
     # KADID's constant maps s to (s - 1) / 5, so s = 1 + 5q gives label q.
+    # The reader takes the unit from the name up to the first "_".
     "demo_kadid": Layout(
-        reader="kadid", reference="images/{ref}.png", distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}.png",
-        label_file="dmos.csv", header="dist_img,ref_img,dmos,var\n", row="{name},{ref}.png,{score},0",
-        score=lambda ref, image: 1 + 5 * ssim_quality(ref, image)),
-    # CSIQ's label is the DMOS itself, lower is better.
+        reader="kadid", reference="images/{ref}_c{crop}.png",
+        distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}_c{crop}.png",
+        label_file="dmos.csv", header="dist_img,ref_img,dmos,var\n", row="{name},{ref}_c{crop}.png,{score},0",
+        score=lambda q, image: 1 + 5 * q),
+    # CSIQ's label is the DMOS itself, lower is better; the reader takes the unit up to the first ".".
     "demo_csiq": Layout(
-        reader="csiq", reference="src_imgs/{ref}.png", distorted="dst_imgs_all/{ref}.{dist.csiq_tag}.{level}.png",
+        reader="csiq", reference="src_imgs/{ref}.c{crop}.png",
+        distorted="dst_imgs_all/{ref}.{dist.csiq_tag}.{level}.c{crop}.png",
         label_file="csiq_label.txt", header="", row="{name} {score}",
-        score=lambda ref, image: 1 - ssim_quality(ref, image), higher_is_better=False),
+        score=lambda q, image: 1 - q, higher_is_better=False),
     # The csv reader keeps the photo as split unit (SPAQ's layout would make every image its own).
     "demo_brightness": Layout(
-        reader="csv", reference="references/{ref}.png", distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}.png",
+        reader="csv", reference="references/{ref}_c{crop}.png",
+        distorted="images/{ref}_{dist.kadid_id:02d}_{level:02d}_c{crop}.png",
         label_file="labels.csv", header="path,score,unit\n", row="{file},{score},{ref}",
-        score=lambda ref, image: brightness(image)),
+        score=lambda q, image: brightness(image), distortions=DISTORTIONS),
 }
 
 
@@ -224,18 +259,29 @@ def unit_name(index: int) -> str:
     return f"I{index + 1:02d}"
 
 
-def _write_photo(folder: Path, layout: Layout, dataset_index: int, index: int) -> list[str]:
-    """Write a crop of REFERENCES[index] and its distorted versions; return their label-file rows."""
-    ref = unit_name(index)
-    crop = random_crop(load_photo(REFERENCES[index]), np.random.default_rng((dataset_index, index)))
-    _write_png(folder / layout.reference.format(ref=ref), crop)
+def _distort_photo(layout: Layout, dataset_index: int, index: int) -> Iterator[DistortedImage]:
+    """CROPS_PER_PHOTO crops of REFERENCES[index], each with its distorted versions."""
+    photo = load_photo(REFERENCES[index])
+    for crop_index in range(CROPS_PER_PHOTO):
+        seed = (dataset_index, index, crop_index)
+        crop = random_crop(photo, np.random.default_rng(seed))
+        for distortion, level, image in distorted_versions(crop, seed, layout.distortions):
+            yield DistortedImage(unit_name(index), crop_index, distortion, level, crop, image)
+
+
+def _write_dataset(folder: Path, layout: Layout, dataset_index: int) -> None:
+    """Write the crops, their distorted versions and the label file of one dataset."""
+    items = [item for index in range(len(REFERENCES)) for item in _distort_photo(layout, dataset_index, index)]
     rows = []
-    for distortion, level, image in distorted_versions(crop, seed=(dataset_index, index)):
-        file = layout.distorted.format(ref=ref, dist=distortion, level=level)
-        _write_png(folder / file, image)
-        score = f"{layout.score(crop, image):.{LABEL_DECIMALS}f}"
-        rows.append(layout.row.format(file=file, name=Path(file).name, ref=ref, score=score))
-    return rows
+    for item, quality in zip(items, distortion_level_quality(items)):
+        names = {"ref": item.ref, "crop": item.crop_index}
+        if item.distortion is layout.distortions[0] and item.level == 1:  # the crop's first version
+            _write_png(folder / layout.reference.format(**names), item.crop)
+        file = layout.distorted.format(dist=item.distortion, level=item.level, **names)
+        _write_png(folder / file, item.image)
+        score = f"{layout.score(quality, item.image):.{LABEL_DECIMALS}f}"
+        rows.append(layout.row.format(file=file, name=Path(file).name, score=score, **names))
+    (folder / layout.label_file).write_text(layout.header + "\n".join(rows) + "\n")
 
 
 def is_built(root: str | os.PathLike | None = None) -> bool:
@@ -255,9 +301,7 @@ def _build(root: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     try:
         for dataset_index, (dataset, layout) in enumerate(LAYOUTS.items()):
-            folder = staging / dataset
-            rows = [row for index in range(len(REFERENCES)) for row in _write_photo(folder, layout, dataset_index, index)]
-            (folder / layout.label_file).write_text(layout.header + "\n".join(rows) + "\n")
+            _write_dataset(staging / dataset, layout, dataset_index)
         for dataset in LAYOUTS:
             shutil.rmtree(root / dataset, ignore_errors=True)
             os.replace(staging / dataset, root / dataset)
@@ -299,9 +343,9 @@ def build_unseen_check(
 ) -> dict[str, Path]:
     """Write a generalisation check: crops of photos and distortions the demo never shows.
 
-    Labels are SSIM quality q. `prompts.json` holds `prompt_num` ISPs spread over the label range
-    (images under prompts/); the other images are the queries (images/) with their labels in
-    `labels.csv` (path,score). Score them with
+    Labels are distortion-level quality q over these crops, as in `demo_kadid`. `prompts.json` holds
+    `prompt_num` ISPs spread over the label range (images under prompts/); the other images are the
+    queries (images/) with their labels in `labels.csv` (path,score). Score them with
     `test.py --prompts prompts.json --images images --output scores.csv` and compare to labels.csv.
     Returns {"prompts": ..., "images": ..., "labels": ...}.
     """
@@ -313,17 +357,19 @@ def build_unseen_check(
         for crop_index in range(crops):
             crop = random_crop(photo, rng)
             for distortion, level, image in distorted_versions(crop, (seed, crop_index), UNSEEN_DISTORTIONS):
-                items.append((f"{name}{crop_index}_{distortion.csiq_tag}_{level}.png", image, ssim_quality(crop, image)))
+                items.append(DistortedImage(name, crop_index, distortion, level, crop, image))
+    qualities = distortion_level_quality(items)
     # Prompts: evenly spaced ranks of the label order, so they cover the whole range.
-    order = np.argsort([q for _, _, q in items], kind="stable")
+    order = np.argsort(qualities, kind="stable")
     prompt_positions = set(order[np.linspace(0, len(items) - 1, prompt_num).round().astype(int)].tolist())
     isp, labels = [], []
-    for position, (file, image, q) in enumerate(items):
+    for position, (item, q) in enumerate(zip(items, qualities)):
+        file = f"{item.ref}{item.crop_index}_{item.distortion.csiq_tag}_{item.level}.png"
         if position in prompt_positions:
-            _write_png(folder / "prompts" / file, image)
+            _write_png(folder / "prompts" / file, item.image)
             isp.append([f"prompts/{file}", q])
         else:
-            _write_png(folder / "images" / file, image)
+            _write_png(folder / "images" / file, item.image)
             labels.append(f"images/{file},{q:.{LABEL_DECIMALS}f}")
     (folder / "prompts.json").write_text(json.dumps({"isp": isp}, indent=1) + "\n")
     (folder / "labels.csv").write_text("path,score\n" + "\n".join(labels) + "\n")
