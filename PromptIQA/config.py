@@ -178,7 +178,7 @@ class TrainConfig:
                repr(self.model.backbone), "name a timm model")
         _check(_is_count(self.model.img_size) and self.model.img_size >= MIN_IMG_SIZE, "--img-size",
                self.model.img_size, f"use {MIN_IMG_SIZE} pixels or more (the published size is 224)")
-        _check(_is_count(self.model.cnn_dim), "--cnn-dim", self.model.cnn_dim,
+        _check(_is_count(self.model.cnn_dim) and self.model.cnn_dim >= 1, "--cnn-dim", self.model.cnn_dim,
                "use a whole number of channels such as 192 or 384")
         _check(isinstance(self.pretrained, str) and bool(self.pretrained), "--pretrained", repr(self.pretrained),
                "use imagenet, a weights file or none")

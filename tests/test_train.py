@@ -240,6 +240,7 @@ BAD_VALUES = [
     (["--eval-batch-size", "0"], "--eval-batch-size 0"),
     (["--workers", "-1"], "--workers -1"),
     (["--img-size", "8"], "--img-size 8"),
+    (["--cnn-dim", "0"], "--cnn-dim 0"),
     (["--lr", "nan"], "--lr nan"),
     (["--lr", "0"], "--lr 0"),
     (["--weight_decay", "inf"], "--weight_decay inf"),
