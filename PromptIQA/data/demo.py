@@ -171,7 +171,8 @@ def ssim_quality(reference: np.ndarray, distorted: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class DistortedImage:
-    """One distorted version of a crop: the photo's unit name, the crop's number, what was done."""
+    """One distorted version of a crop: the photo's name (its unit name, I01 ..., in the demo datasets),
+    the crop's number, what was done."""
 
     ref: str
     crop_index: int
