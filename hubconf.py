@@ -1,7 +1,7 @@
 """torch.hub entry points: `torch.hub.load(REPO_DIR, "promptiqa", checkpoint=..., prompts=..., source="local")`."""
 dependencies = ["torch", "timm", "einops", "cv2", "numpy"]
 
-from PromptIQA.metric import create_metric
+from PromptIQA.scoring.metric import create_metric
 
 
 def promptiqa(**kwargs):

@@ -9,12 +9,12 @@
     prompts = scorer.encode_prompts(["isp1.png", "isp2.png"], [0.1, 0.9])
     scores = scorer.score_images(["query.png"], prompts)
 """
-from .checkpoint import load_model, save_checkpoint
 from .data.prompts import PromptSet, read_prompt_file
-from .errors import UserError
-from .inference import Scorer
-from .metric import PromptIQAMetric, create_metric
 from .models import ModelConfig, PromptIQA
+from .models.checkpoint import load_model, save_checkpoint
+from .scoring.metric import PromptIQAMetric, create_metric
+from .scoring.scorer import Scorer
+from .utils.errors import UserError
 
 __all__ = ["ModelConfig", "PromptIQA", "PromptIQAMetric", "PromptSet", "Scorer", "UserError", "create_metric",
            "load_model", "read_prompt_file", "save_checkpoint"]

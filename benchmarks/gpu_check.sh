@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from PromptIQA.checkpoint import load_model
+from PromptIQA.models.checkpoint import load_model
 from PromptIQA.data.prompts import read_prompt_file
-from PromptIQA.inference import Scorer
+from PromptIQA.scoring.scorer import Scorer
 from tools.make_parity_checkpoint import PUBLISHED_SCORE, build_checkpoint
 
 # Which SDPA kernel the MAL's shapes get (0 math, 1 flash, 2 memory-efficient, 3 cuDNN).

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from PromptIQA.errors import UserError
-from PromptIQA.inference import Scorer
 from PromptIQA.models import ModelConfig, PromptIQA
 from PromptIQA.models.backbone import DEFAULT_BACKBONE
-from PromptIQA.runtime import compile_model, precision_scope, resolve_device
+from PromptIQA.scoring.scorer import Scorer
+from PromptIQA.utils.device import compile_model, precision_scope, resolve_device
+from PromptIQA.utils.errors import UserError
 
 CPU_BACKBONE = "vit_tiny_patch16_224"
 PROMPTS = 10  # ISPs per query, as in the published training groups of 11

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from PromptIQA.checkpoint import save_checkpoint
 from PromptIQA.models import ModelConfig, PromptIQA
+from PromptIQA.models.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE1 = ROOT / "Examples" / "Example1"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from PromptIQA.checkpoint import save_checkpoint
 from PromptIQA.models import ModelConfig, PromptIQA
+from PromptIQA.models.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(backbone="vit_tiny_patch16_224", img_size=224)

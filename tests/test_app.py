@@ -18,16 +18,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import EXAMPLES, ROOT, write_image
-from PromptIQA.checkpoint import load_model, save_checkpoint
-from PromptIQA import webapp
+
+from PromptIQA.app import webapp
 from PromptIQA.commands import app as app_cli
 from PromptIQA.commands.common import run_main
 from PromptIQA.data.prompts import PromptSet, read_prompt_file
-from PromptIQA.errors import UserError
-from PromptIQA.inference import Scorer
 from PromptIQA.models import ModelConfig, PromptIQA
+from PromptIQA.models.checkpoint import load_model, save_checkpoint
+from PromptIQA.scoring.scorer import Scorer
+from PromptIQA.utils.errors import UserError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EXAMPLE1 = EXAMPLES / "Example1"

@@ -12,11 +12,11 @@ import torch.multiprocessing as mp
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch.nn.parallel import DistributedDataParallel
-
-from PromptIQA.checkpoint import load_model, save_checkpoint
-from PromptIQA.errors import UserError
-from PromptIQA.models import ModelConfig, PromptIQA
 from training_fixtures import free_port
+
+from PromptIQA.models import ModelConfig, PromptIQA
+from PromptIQA.models.checkpoint import load_model, save_checkpoint
+from PromptIQA.utils.errors import UserError
 
 # One small model per family, at an image size its stride divides.
 FAMILIES = {

@@ -9,7 +9,7 @@ import pytest
 import PromptIQA.data.cache as cache_module
 from PromptIQA.data.cache import BadImage, DirectImages, ImageCache, open_images
 from PromptIQA.data.image import read_image
-from PromptIQA.errors import UserError
+from PromptIQA.utils.errors import UserError
 
 SIZE = 32
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY
-from PromptIQA.checkpoint import load_model, read_checkpoint, save_checkpoint
-from PromptIQA.errors import UserError
+
+from PromptIQA.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from PromptIQA.utils.errors import UserError
 
 
 def test_published_layout_with_module_prefix_loads_strictly(tiny_model, tmp_path):

@@ -10,13 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-
-from PromptIQA.data import (DATASET_NAMES, DEFAULT_DATASET_INFO, Record, canonical_name, check_datasets,
-                            format_summary, load_dataset_info, read_dataset, split_records, summarize)
-from PromptIQA.data.labels import read_mat
-from PromptIQA.errors import UserError
-
 from dataset_fixtures import FOLDER_OF, WRITERS, write_csv, write_dataset, write_image, write_xlsx
+
+from PromptIQA.data import (
+    DATASET_NAMES,
+    DEFAULT_DATASET_INFO,
+    Record,
+    canonical_name,
+    check_datasets,
+    format_summary,
+    load_dataset_info,
+    read_dataset,
+    split_records,
+    summarize,
+)
+from PromptIQA.data.labels import read_mat
+from PromptIQA.utils.errors import UserError
 
 TWELVE = ("live", "csiq", "tid2013", "kadid", "bid", "spaq", "livec", "koniq10k", "gfiqa_20k", "agiqa_3k",
           "aigciqa2023", "uwiqa")

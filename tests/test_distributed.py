@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel
-
 from conftest import ROOT
-from PromptIQA.commands import score as score_cli
-from PromptIQA.commands.common import run_main
-from PromptIQA.config import TrainConfig
-from PromptIQA.distributed import Topology, all_gather_objects, cleanup, init_distributed, sync_buffers
-from PromptIQA.engine import train_one_epoch
-from PromptIQA.runlog import RunLog
-from PromptIQA.training import read_datasets, start_run
+from torch.nn.parallel import DistributedDataParallel
 from training_fixtures import free_port, training_args, write_training_data
 
+from PromptIQA.commands import score as score_cli
+from PromptIQA.commands.common import run_main
+from PromptIQA.data.prepare import read_datasets
+from PromptIQA.training.config import TrainConfig
+from PromptIQA.training.launch import Topology, init_distributed
+from PromptIQA.training.loop import train_one_epoch
+from PromptIQA.training.run import start_run
+from PromptIQA.training.run_folder import RunLog
+from PromptIQA.utils.distributed import all_gather_objects, cleanup, sync_buffers
 
 TIMEOUT = 300
 

@@ -10,7 +10,7 @@ import torch
 
 from PromptIQA.models import mal
 from PromptIQA.models.mal import MAL, AttentionBlock, SpatialSelfAttention
-from PromptIQA.runtime import precision_scope
+from PromptIQA.utils.device import precision_scope
 
 
 def reference_spatial(module: SpatialSelfAttention, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from PromptIQA.data.groups import form_groups, select_prompts, shard_groups
-from PromptIQA.errors import UserError
+from PromptIQA.utils.errors import UserError
 
 
 def epoch_rng(epoch: int, seed: int = 2024) -> np.random.Generator:

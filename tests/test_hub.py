@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
-from PromptIQA.errors import UserError
-from PromptIQA.hub import parse_hf_name
+
+from PromptIQA.utils.errors import UserError
+from PromptIQA.utils.hub import parse_hf_name
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

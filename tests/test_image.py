@@ -10,12 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
-from conftest import write_image
 from PromptIQA.data.cache import open_images
 from PromptIQA.data.image import ImageError, read_image, to_tensor
-from PromptIQA.errors import UserError
+from PromptIQA.utils.errors import UserError
 
 
 def test_read_image_is_opencv_cubic_resize_to_rgb(tmp_path):

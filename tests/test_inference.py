@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_image
+
 from PromptIQA.data import load_images
 from PromptIQA.data.prompts import read_prompt_file
-from PromptIQA.inference import Scorer
+from PromptIQA.scoring.scorer import Scorer
 
 
 @pytest.fixture

@@ -9,18 +9,25 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import write_image
 from torch.utils.data import DataLoader
 
-from conftest import write_image
 from PromptIQA.data.cache import BadImage, DirectImages
 from PromptIQA.data.image import ImageError, load_images
 from PromptIQA.data.loader import (
-    EpochGroups, GivenBatches, GroupedImages, ImageLoader, SplitDataset, epoch_batches, eval_sets, normalise,
+    EpochGroups,
+    GivenBatches,
+    GroupedImages,
+    ImageLoader,
+    SplitDataset,
+    epoch_batches,
+    eval_sets,
+    normalise,
     unflipped_batches,
 )
 from PromptIQA.data.records import Record
 from PromptIQA.data.split import split_records
-from PromptIQA.errors import UserError
+from PromptIQA.utils.errors import UserError
 
 
 @pytest.fixture

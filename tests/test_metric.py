@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, write_image
 from PIL import Image
 
 import PromptIQA
-from conftest import ROOT, write_image
 from PromptIQA.commands import score as score_cli
 from PromptIQA.commands.common import run_main
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from einops import rearrange
 
-from tools.make_parity_checkpoint import OFFICIAL_KEYS
 from PromptIQA.models import MAL, AttentionBlock, ModelConfig, PromptIQA
 from PromptIQA.models.promptiqa import quality_cnn
+from tools.make_parity_checkpoint import OFFICIAL_KEYS
 
 BACKBONES = ["vit_tiny_patch16_224", "resnet18"]
 

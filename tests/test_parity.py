@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from PromptIQA.checkpoint import load_model
+from PromptIQA.models.checkpoint import load_model
 from tools.make_parity_checkpoint import PUBLISHED_SCORE, TOLERANCE, build_checkpoint, score_example1
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import EXAMPLES
-from PromptIQA.checkpoint import load_model
+
 from PromptIQA.data.prompts import read_prompt_file
-from PromptIQA.errors import UserError
-from PromptIQA.inference import Scorer
 from PromptIQA.models import ModelConfig, PromptIQA
-from PromptIQA.runtime import compile_errors, compile_model, precision_scope, resolve_precision
+from PromptIQA.models.checkpoint import load_model
+from PromptIQA.scoring.scorer import Scorer
+from PromptIQA.utils.device import compile_errors, compile_model, precision_scope, resolve_precision
+from PromptIQA.utils.errors import UserError
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

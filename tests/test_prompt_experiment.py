@@ -8,16 +8,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from training_fixtures import write_training_data
 
-from PromptIQA.checkpoint import save_checkpoint
 from PromptIQA.commands import score
 from PromptIQA.commands.common import run_main
 from PromptIQA.data.cache import DirectImages
 from PromptIQA.data.loader import EvalSet, SplitDataset
 from PromptIQA.data.records import Record
+from PromptIQA.evaluation.prompt_experiment import OWN, RANDOM, REVERSED, run_prompt_experiment, transfer_condition
 from PromptIQA.models import ModelConfig, PromptIQA
-from PromptIQA.prompt_experiment import REVERSED, RANDOM, OWN, run_prompt_experiment, transfer_condition
-from training_fixtures import write_training_data
+from PromptIQA.models.checkpoint import save_checkpoint
 
 
 class NearestPromptModel(torch.nn.Module):

@@ -5,12 +5,12 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import TINY
-from PromptIQA.checkpoint import save_checkpoint
+
 from PromptIQA.commands import score as score_cli
 from PromptIQA.commands.common import run_main
 from PromptIQA.models import PromptIQA
+from PromptIQA.models.checkpoint import save_checkpoint
 
 
 def run(argv, capsys):

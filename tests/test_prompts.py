@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import write_image
+
 from PromptIQA.data.prompts import read_prompt_file
-from PromptIQA.errors import UserError
+from PromptIQA.utils.errors import UserError
 
 SCORES = (0.1, 0.55, 0.9)
 

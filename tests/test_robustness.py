@@ -10,9 +10,9 @@ import tempfile
 import pytest
 import torch
 
-from PromptIQA.atomic import atomic_open, write_csv_atomic
-from PromptIQA.checkpoint import save_checkpoint
-from PromptIQA.errors import UserError
+from PromptIQA.models.checkpoint import save_checkpoint
+from PromptIQA.utils.atomic import atomic_open, write_csv_atomic
+from PromptIQA.utils.errors import UserError
 
 
 class _FullDisk(io.FileIO):

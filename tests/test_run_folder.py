@@ -8,12 +8,12 @@ import sys
 import textwrap
 
 import pytest
+from training_fixtures import training_args, write_training_data
 
 from PromptIQA.commands import train
 from PromptIQA.commands.common import run_main
-from PromptIQA.config import RunConfig
-from PromptIQA.runlog import claim_run_folder
-from training_fixtures import training_args, write_training_data
+from PromptIQA.training.config import RunConfig
+from PromptIQA.training.run_folder import claim_run_folder
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,10 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from PromptIQA.commands import score as score_cli
 from PromptIQA.commands.common import run_main
-
 
 
 def run(argv, capsys):

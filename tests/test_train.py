@@ -11,17 +11,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
+from training_fixtures import training_args, write_training_data
+
 from PromptIQA.commands import score as score_cli
 from PromptIQA.commands import train
 from PromptIQA.commands.common import run_main
-from PromptIQA.config import DEMO_PRESET, PUBLISHED_DATASETS, DataConfig, TrainConfig
 from PromptIQA.data import demo as demo_data
-from PromptIQA.distributed import DistContext
-from PromptIQA.runlog import RunLog
-from PromptIQA.training import open_datasets, read_datasets
-from training_fixtures import training_args, write_training_data
+from PromptIQA.data.prepare import open_datasets, read_datasets
+from PromptIQA.training.config import DEMO_PRESET, PUBLISHED_DATASETS, TrainConfig
+from PromptIQA.training.run_folder import RunLog
+from PromptIQA.utils.distributed import DistContext
 
 ONE_PROCESS = {"launcher": "single", "nodes": 1, "procs_per_node": 1, "world_size": 1, "backend": None}
 
@@ -308,8 +308,8 @@ def test_skip_without_the_cache_leaves_unreadable_images_out(data, tmp_path, cap
     info = copy / "dataset_info.json"
     info.write_text(info.read_text().replace(str(data.parent), str(copy)))
     records = read_datasets(["set_a", "set_b"], info)
-    options = DataConfig(datasets=("set_a", "set_b"), cache_dir="none", on_bad_image="skip", workers=2)
-    datasets = open_datasets(records, options, 32, 7, DistContext(), RunLog(tmp_path / "run", True))
+    datasets = open_datasets(records, 32, 7, DistContext(), cache_dir="none", workers=2, on_bad_image="skip",
+                             log=RunLog(tmp_path / "run", True).info)
     broken = next(i for i, r in enumerate(records["set_a"]) if r.path.endswith("img05.png"))
     assert broken not in datasets[0].train + datasets[0].test
     assert sorted(datasets[0].train + datasets[0].test) == [i for i in range(16) if i != broken]

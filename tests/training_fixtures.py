@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from conftest import write_image
 
 TINY_TRAINING = [

@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make the repository's package importable
     sys.path.insert(0, str(ROOT))
 
-from PromptIQA.checkpoint import load_model  # noqa: E402
 from PromptIQA.data.prompts import read_prompt_file  # noqa: E402
-from PromptIQA.inference import Scorer  # noqa: E402
 from PromptIQA.models import PromptIQA  # noqa: E402
+from PromptIQA.models.checkpoint import load_model  # noqa: E402
+from PromptIQA.scoring.scorer import Scorer  # noqa: E402
 
 OFFICIAL_KEYS = Path(__file__).with_name("official_keys.json")
 EXAMPLE1 = ROOT / "Examples" / "Example1"

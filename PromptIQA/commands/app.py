@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..checkpoint import DEFAULT_CHECKPOINT
-from ..errors import UserError
-from ..runtime import resolve_device
+from ..models.checkpoint import DEFAULT_CHECKPOINT
+from ..utils.device import resolve_device
+from ..utils.errors import UserError
 from .common import both_spellings, run_main
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--port {args.port}: give a port number between 1 and 65535")
     device = resolve_device(args.device)
     # Imported here so that `--help` and flag errors do not wait for Gradio to load.
-    from ..webapp import serve
+    from ..app.webapp import serve
 
     serve(args.checkpoint, device, args.host, args.port)
     return 0

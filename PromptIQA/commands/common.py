@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..data.image import IMAGE_EXTENSIONS, is_image_file
-from ..errors import UserError
+from ..utils.errors import UserError
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -18,26 +18,34 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_csv_atomic
-from ..checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
-from ..config import PRECISION_CHOICES, DataConfig
 from ..data.dataset_info import DEFAULT_DATASET_INFO
 from ..data.loader import eval_sets
+from ..data.prepare import open_datasets, read_datasets
 from ..data.prompts import PromptSet, read_prompt_file, unit_range_to_scores
-from ..distributed import DistContext
-from ..engine import Evaluation, evaluate, format_results
-from ..errors import UserError
-from ..inference import Scorer
-from ..prompt_experiment import run_prompt_experiment
-from ..prompt_store import (SAVED_PROMPTS_SUFFIX, SavedPrompts, check_save_path, checkpoint_identity,
-                            is_saved_prompts, prepare_prompts, read_saved_prompts, save_prompts)
-from ..runlog import save_predictions
-from ..runtime import precision_scope, resolve_device, resolve_precision
-from ..training import open_datasets, read_datasets
+from ..evaluation.evaluate import Evaluation, evaluate
+from ..evaluation.prompt_experiment import run_prompt_experiment
+from ..evaluation.results import format_results, save_predictions
+from ..models.checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
+from ..scoring.saved_prompts import (
+    SAVED_PROMPTS_SUFFIX,
+    SavedPrompts,
+    check_save_path,
+    checkpoint_identity,
+    is_saved_prompts,
+    prepare_prompts,
+    read_saved_prompts,
+    save_prompts,
+)
+from ..scoring.scorer import Scorer
+from ..utils.atomic import write_csv_atomic
+from ..utils.constants import EXAMPLES_DIR
+from ..utils.device import PRECISION_CHOICES, precision_scope, resolve_device, resolve_precision
+from ..utils.distributed import DistContext
+from ..utils.errors import UserError
 from .common import both_spellings, collect_images, run_main
 
 # what the published test.py scores when run without arguments (present in a source checkout)
-EXAMPLE1 = Path(__file__).resolve().parents[2] / "Examples" / "Example1"
+EXAMPLE1 = EXAMPLES_DIR / "Example1"
 EXAMPLE = (
     "examples:\n  python test.py            # Examples/Example1: cactus.png under prompts.json\n"
     "  python test.py --checkpoint hf:Zevin2023/PromptIQA \\\n"
@@ -222,9 +230,7 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(ckpt, args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
     ctx = DistContext(device=next(model.parameters()).device)
     precision = resolve_precision(args.precision, ctx.device)
-    data = DataConfig(datasets=args.dataset, dataset_info=args.dataset_info, demo=args.demo, cache_dir=args.cache_dir,
-                      workers=args.workers)
-    datasets = open_datasets(records, data, model.config.img_size, seed, ctx)
+    datasets = open_datasets(records, model.config.img_size, seed, ctx, cache_dir=args.cache_dir, workers=args.workers)
     sets = eval_sets(datasets, args.prompt_num or model.prompt_num, args.prompt_select, seed)
     if args.prompt_experiment:
         with precision_scope(ctx.device, precision):

@@ -14,18 +14,27 @@ from typing import Any
 
 import torch.multiprocessing as mp
 
-from ..config import BACKEND_CHOICES, BAD_IMAGE_CHOICES, DEMO_PRESET, PRECISION_CHOICES, TrainConfig
 from ..data.dataset_info import format_summary, summarize
+from ..data.prepare import read_datasets
 from ..data.records import Record
-from ..distributed import Topology, cleanup, init_distributed, owns_run_folder, resolve_topology, sync_buffers
-from ..engine import cosine_lr, evaluate, train_one_epoch
-from ..errors import UserError
-from ..runlog import RunLog, claim_run_folder, environment
-from ..runtime import check_compile_support, compile_errors, resolve_device, resolve_precision
-from ..training import (
-    BEST, check_network, read_datasets, read_training_checkpoint, record_epoch, resume_path, save_epoch,
-    seed_everything, start_run,
+from ..evaluation.evaluate import evaluate
+from ..training.config import BACKEND_CHOICES, BAD_IMAGE_CHOICES, DEMO_PRESET, TrainConfig
+from ..training.launch import Topology, init_distributed, owns_run_folder, resolve_topology
+from ..training.loop import cosine_lr, train_one_epoch
+from ..training.run import (
+    BEST,
+    check_network,
+    read_training_checkpoint,
+    record_epoch,
+    resume_path,
+    save_epoch,
+    seed_everything,
+    start_run,
 )
+from ..training.run_folder import RunLog, claim_run_folder, environment
+from ..utils.device import PRECISION_CHOICES, check_compile_support, compile_errors, resolve_device, resolve_precision
+from ..utils.distributed import cleanup, sync_buffers
+from ..utils.errors import UserError
 from .common import both_spellings, run_main
 
 _DEFAULTS = TrainConfig()

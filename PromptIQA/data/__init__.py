@@ -1,8 +1,15 @@
 """Data side of PromptIQA: image pre-processing, dataset readers, splits, groups and caching."""
-from .image import IMAGE_SIZE, ImageError, is_image_file, load_images, read_image, to_tensor
-from .dataset_info import (DEFAULT_DATASET_INFO, DatasetEntry, SummaryRow, check_datasets, format_summary,
-                           load_dataset_info, summarize)
+from .dataset_info import (
+           DEFAULT_DATASET_INFO,
+           DatasetEntry,
+           SummaryRow,
+           check_datasets,
+           format_summary,
+           load_dataset_info,
+           summarize,
+)
 from .datasets import DATASET_NAMES, canonical_name, read_dataset, read_dataset_as
+from .image import IMAGE_SIZE, ImageError, is_image_file, load_images, read_image, to_tensor
 from .records import Record
 from .split import split_records
 

@@ -13,15 +13,15 @@ import os
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .image import IMAGE_SIZE, ImageError, max_image_pixels, read_image
 
 # Part of the key: a change of the stored layout, or of OpenCV (whose resize may change between

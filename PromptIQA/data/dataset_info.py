@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .datasets import DATASET_NAMES, DATASETS, canonical_name, did_you_mean, read_dataset_as
 from .image import IMAGE_EXTENSIONS, is_image_file
 from .records import Record

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .labels import ColumnKey, csv_header, read_label_file
 from .records import Record
 

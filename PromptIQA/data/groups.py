@@ -10,7 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 Group = tuple[Hashable, list[int]]
 

@@ -19,7 +19,7 @@ import scipy.io
 from openpyxl import load_workbook
 from openpyxl.utils import column_index_from_string, get_column_letter
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 ColumnKey = str | int
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .cache import BadImage, DirectImages, ImageCache
 from .groups import form_groups, select_prompts, shard_groups
 from .records import Record

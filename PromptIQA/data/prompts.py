@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .records import Record
 
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from ..utils.constants import CHECKPOINT_DIR
+from ..utils.errors import UserError
 
 DEFAULT_BACKBONE = "vit_base_patch8_224"
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 CNN_DIM, CNN_STRIDE = 384, 16  # default width and stride of the grid CNN levels are projected to
 FEATURE_COUNT = 4
 HEAD_DIM = 64  # channels per attention head when the backbone has no attention of its own

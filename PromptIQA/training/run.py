@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,33 +12,23 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import read_checkpoint, save_checkpoint
-from .config import DataConfig, RunConfig, TrainConfig
-from .data.cache import BadImage, DirectImages, cache_root, open_images
-from .data.dataset_info import DatasetEntry, check_datasets, load_dataset_info
-from .data.demo import demo_dataset_info
-from .data.image import ImageError
-from .data.loader import EpochGroups, ImageLoader, SplitDataset, eval_sets
-from .data.records import Record
-from .distributed import DistContext, Topology, all_gather_objects, barrier
-from .engine import EpochStats, EvalResult, Evaluation, epoch_score
-from .errors import UserError
-from .models import ModelConfig, PromptIQA
-from .models.backbone import resolve_pretrained
-from .runlog import RunLog, epoch_record
-from .runtime import compile_model, resolve_precision, set_matmul_precision
+from ..data.loader import EpochGroups, ImageLoader, SplitDataset, eval_sets
+from ..data.prepare import open_datasets
+from ..data.records import Record
+from ..evaluation.evaluate import Evaluation
+from ..evaluation.results import EpochStats, EvalResult, epoch_score
+from ..models import ModelConfig, PromptIQA
+from ..models.backbone import resolve_pretrained
+from ..models.checkpoint import read_checkpoint, save_checkpoint
+from ..utils.device import compile_model, resolve_precision, set_matmul_precision
+from ..utils.distributed import DistContext, all_gather_objects
+from ..utils.errors import UserError
+from .config import RunConfig, TrainConfig
+from .launch import Topology
+from .run_folder import RunLog, epoch_record
 
 LAST, BEST = "last.pth.tar", "best.pth.tar"
 TRAINING_KEYS = {"model", "model_config", "optimizer", "epoch", "best"}
-
-
-def read_datasets(names: list[str], dataset_info: str | Path, demo: bool = False) -> dict[str, list[Record]]:
-    """The pre-flight check: every requested dataset read, all problems reported together."""
-    info = load_dataset_info(dataset_info)
-    if demo:
-        for name, entry in demo_dataset_info().items():
-            info[name] = DatasetEntry(name, entry["root"], reader=entry["reader"], source="built-in demo")
-    return check_datasets(names, info)
 
 
 def check_network(config: TrainConfig) -> None:
@@ -89,62 +78,6 @@ def read_training_checkpoint(path: Path, config: TrainConfig) -> dict:
     return ckpt
 
 
-def image_cache_dir(cache_dir: str | None) -> Path | None:
-    """`none` turns the cache off; the default lives under $PROMPTIQA_CACHE (or ~/.cache/promptiqa)."""
-    if cache_dir == "none":
-        return None
-    return Path(cache_dir) if cache_dir else cache_root() / "images"
-
-
-def find_unreadable(store: DirectImages, threads: int, ctx: DistContext) -> list[BadImage]:
-    """Decode every image of an uncached store once (each process a share) and list those that fail."""
-
-    def check(index: int) -> BadImage | None:
-        try:
-            store[index]
-        except ImageError as error:
-            return BadImage(index, store.paths[index], str(error).removeprefix(f"{store.paths[index]}: "))
-        return None
-
-    with ThreadPoolExecutor(threads) as pool:
-        mine = [b for b in pool.map(check, range(ctx.rank, len(store), ctx.world_size)) if b is not None]
-    return sorted((b for found in all_gather_objects(mine, ctx) for b in found), key=lambda b: b.index)
-
-
-def open_datasets(
-    records: dict[str, list[Record]], data: DataConfig, img_size: int, seed: int, ctx: DistContext,
-    log: RunLog | None = None,
-) -> list[SplitDataset]:
-    """Split each dataset and open its image store; one process per node builds missing caches first.
-
-    Unreadable images stop here (`--on-bad-image fail`, with the cache) or are left out and counted
-    (`skip`; without the cache every image is decoded once to find them).
-    """
-    cache_dir = image_cache_dir(data.cache_dir)
-    threads = max(data.workers, 1)
-
-    def open_stores() -> list:
-        return [
-            open_images([r.path for r in recs], img_size, cache_dir, threads, data.on_bad_image, ctx.is_main)
-            for recs in records.values()
-        ]
-
-    if ctx.local_rank != 0:
-        barrier(ctx)
-    stores = open_stores()
-    if ctx.local_rank == 0:
-        barrier(ctx)
-    datasets = []
-    for (name, recs), store in zip(records.items(), stores):
-        bad = store.bad
-        if cache_dir is None and data.on_bad_image == "skip":
-            bad = find_unreadable(store, threads, ctx)
-        if bad and log is not None:
-            log.info(f"{name}: skipping {len(bad)} unreadable image(s), e.g. {bad[0].path} ({bad[0].reason})")
-        datasets.append(SplitDataset.from_records(name, recs, store, seed, bad))
-    return datasets
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -183,7 +116,10 @@ def start_run(
     """Datasets, network, optimiser and loaders of a run, resumed from `--resume` if given."""
     precision = resolve_precision(config.execution.precision, ctx.device)
     set_matmul_precision(precision)
-    datasets = open_datasets(records, config.data, config.model.img_size, config.seed, ctx, log)
+    datasets = open_datasets(
+        records, config.model.img_size, config.seed, ctx, cache_dir=config.data.cache_dir,
+        workers=config.data.workers, on_bad_image=config.data.on_bad_image, log=log.info,
+    )
     model = PromptIQA(config.model, config.pretrained).to(ctx.device)
     if config.execution.grad_checkpointing:
         model.set_grad_checkpointing(True)

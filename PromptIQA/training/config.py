@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .data.dataset_info import DEFAULT_DATASET_INFO
-from .errors import UserError
-from .models import ModelConfig
+from ..data.dataset_info import DEFAULT_DATASET_INFO
+from ..models import ModelConfig
+from ..utils.device import PRECISION_CHOICES
+from ..utils.errors import UserError
 
 PUBLISHED_DATASETS = ("spaq", "csiq", "livec", "koniq10k", "kadid", "live")
-PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")
 BAD_IMAGE_CHOICES = ("fail", "skip")
 BACKEND_CHOICES = ("nccl", "gloo")
 MIN_IMG_SIZE = 32  # smaller images leave the CNN backbones' last stages without pixels

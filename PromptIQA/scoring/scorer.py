@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.image import read_image, to_tensor
-from .data.prompts import PromptSet
-from .models import PromptIQA
-from .runtime import check_compile_support, compile_errors, precision_scope, resolve_precision
+from ..data.image import read_image, to_tensor
+from ..data.prompts import PromptSet
+from ..models import PromptIQA
+from ..utils.device import check_compile_support, compile_errors, precision_scope, resolve_precision
 
 ImageInput = Sequence[str | os.PathLike] | torch.Tensor
 

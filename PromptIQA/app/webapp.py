@@ -28,13 +28,11 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-from .atomic import write_csv_atomic
-from .checkpoint import DEFAULT_CHECKPOINT, load_model
-from .data.datasets import read_dataset_as
-from .data.demo import LABEL_DECIMALS, LAYOUTS, default_demo_root, demo_dataset_info, is_built
-from .data.groups import select_prompts
-from .data.image import IMAGE_EXTENSIONS, read_image
-from .data.prompts import (
+from ..data.datasets import read_dataset_as
+from ..data.demo import LABEL_DECIMALS, LAYOUTS, default_demo_root, demo_dataset_info, is_built
+from ..data.groups import select_prompts
+from ..data.image import IMAGE_EXTENSIONS, read_image
+from ..data.prompts import (
     PromptSet,
     check_score_range,
     prompt_file_rows,
@@ -42,12 +40,14 @@ from .data.prompts import (
     scores_to_unit_range,
     unit_range_to_scores,
 )
-from .data.split import split_records
-from .errors import UserError
-from .hub import HF_PREFIX, PUBLISHED_REPO
-from .inference import Scorer
+from ..data.split import split_records
+from ..models.checkpoint import DEFAULT_CHECKPOINT, load_model
+from ..scoring.scorer import Scorer
+from ..utils.atomic import write_csv_atomic
+from ..utils.constants import EXAMPLES_DIR
+from ..utils.errors import UserError
+from ..utils.hub import HF_PREFIX, PUBLISHED_REPO
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "Examples"
 HIGHER, LOWER = "higher is better", "lower is better"
 PUBLISHED_PROMPT_NUM = 10  # ISPs per query the published model was trained with
 PROMPT_CACHE_SIZE = 64  # encoded prompt sets kept per model

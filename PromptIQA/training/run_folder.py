@@ -22,12 +22,12 @@ from pathlib import Path
 import timm
 import torch
 
-from .atomic import atomic_open, write_csv_atomic
+from ..evaluation.results import EpochStats, EvalResult, epoch_score, format_results, save_predictions
+from ..utils.atomic import atomic_open, write_csv_atomic
+from ..utils.constants import PACKAGE_DIR
+from ..utils.errors import UserError
 from .config import RunConfig
-from .distributed import Topology
-from .engine import EpochStats, EvalResult, epoch_score, format_results
-from .errors import UserError
-from .plots import save_scatter
+from .launch import Topology
 
 METRIC_FIELDS = ["epoch", "split", "dataset", "srcc", "plcc", "images", "loss", "lr"]
 LOCK_FILE = ".lock"
@@ -41,7 +41,7 @@ def environment(topology: Topology) -> dict:
     """Versions and hardware a run used, its processes, and the commit of this repository if it is a git checkout."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10
         ).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
@@ -99,14 +99,6 @@ def remove_run_files(folder: Path) -> None:
     for pattern in RUN_FILES:
         for path in folder.glob(pattern):
             path.unlink()
-
-
-def save_predictions(results: list[EvalResult], folder: Path) -> None:
-    """predictions_<dataset>.csv (path, label, prediction) and scatter_<dataset>.png per dataset."""
-    for r in results:
-        rows = ((p, f"{y:.6f}", f"{x:.8f}") for p, y, x in zip(r.paths, r.labels, r.predictions))
-        write_csv_atomic(folder / f"predictions_{r.name}.csv", ["path", "label", "prediction"], rows)
-        save_scatter(r.predictions, r.labels, r.name, r.srcc, r.plcc, folder / f"scatter_{r.name}.png")
 
 
 def epoch_record(epoch: int, lr: float, train: EpochStats, results: list[EvalResult], best: dict) -> dict:

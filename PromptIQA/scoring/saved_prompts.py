@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_open
-from .data.prompts import PromptSet
-from .errors import UserError
-from .inference import Scorer
-from .models import PromptIQA
+from ..data.prompts import PromptSet
+from ..models import PromptIQA
+from ..utils.atomic import atomic_open
+from ..utils.errors import UserError
+from .scorer import Scorer
 
 SAVED_PROMPTS_SUFFIX = ".pt"
 _FORMAT = "promptiqa-saved-prompts"

@@ -26,6 +26,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what --precision accepts
 
 
 def bf16_supported(device: torch.device) -> bool:

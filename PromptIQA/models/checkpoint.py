@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_open
-from .errors import UserError
-from .hub import how_to_get_checkpoint, resolve_checkpoint
-from .models import ModelConfig, PromptIQA
+from ..utils.atomic import atomic_open
+from ..utils.constants import CHECKPOINT_DIR
+from ..utils.errors import UserError
+from ..utils.hub import how_to_get_checkpoint, resolve_checkpoint
+from .promptiqa import ModelConfig, PromptIQA
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "best_model.pth.tar"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "best_model.pth.tar"
 
 
 # torch's refusal of a pickle that would build arbitrary objects starts so, and goes on to suggest

@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import DEFAULT_CHECKPOINT, load_model
-from .data.image import to_tensor
-from .data.prompts import PromptSet, read_prompt_file
-from .errors import UserError
-from .inference import Scorer
-from .models import PromptIQA
-from .prompt_store import SavedPrompts, is_saved_prompts, prepare_prompts, read_saved_prompts
-from .runtime import resolve_device
+from ..data.image import to_tensor
+from ..data.prompts import PromptSet, read_prompt_file
+from ..models import PromptIQA
+from ..models.checkpoint import DEFAULT_CHECKPOINT, load_model
+from ..utils.device import resolve_device
+from ..utils.errors import UserError
+from .saved_prompts import SavedPrompts, is_saved_prompts, prepare_prompts, read_saved_prompts
+from .scorer import Scorer
 
 PromptsInput = str | os.PathLike | PromptSet | SavedPrompts
 

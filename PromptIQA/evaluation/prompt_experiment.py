@@ -25,10 +25,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .atomic import atomic_open, write_csv_atomic  # noqa: E402
-from .data.loader import EvalSet, SplitDataset, image_batches  # noqa: E402
-from .metrics import correlations  # noqa: E402
-from .models import PromptIQA  # noqa: E402
+from ..data.loader import EvalSet, SplitDataset, image_batches  # noqa: E402
+from ..models import PromptIQA  # noqa: E402
+from ..utils.atomic import atomic_open, write_csv_atomic  # noqa: E402
+from .results import correlations  # noqa: E402
 
 OWN, REVERSED, RANDOM = "own", "reversed", "random"
 CSV_NAME, FIGURE_NAME = "prompt_experiment.csv", "prompt_experiment.png"

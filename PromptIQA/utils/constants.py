@@ -1,0 +1,8 @@
+"""Constants more than one part of the package uses: where things live, and the published defaults."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"  # the published checkpoint and ImageNet weights (not tracked)
+EXAMPLES_DIR = PACKAGE_DIR.parent / "Examples"  # the published prompt sets, in a checkout
