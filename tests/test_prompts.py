@@ -52,7 +52,7 @@ def test_non_utf8_file_is_named_with_the_fix(tmp_path, images, suffix, text):
 def test_booleans_are_not_scores(tmp_path, images, value):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"isp": [[images[0], 0.5], [images[1], value]]}))
-    with pytest.raises(UserError, match=f"ISP row 2 has score {value}, not a number") as err:
+    with pytest.raises(UserError, match=f"ISP row 2: score {value} is not a number") as err:
         read_prompt_file(path)
     assert str(path) in str(err.value)
 

@@ -193,7 +193,7 @@ USER_ERRORS = {
     ),
     "score-range": (
         lambda d: {"--prompts": _write(d / "r.json", '{"isp": [["isp/p0.png", 0.5], ["isp/p1.png", 4.2]]}')},
-        r"row 2 has score 4.2; scores must be in \[0, 1\]",
+        r"row 2: score 4.2 is outside the score range \[0, 1\]",
     ),
     "missing-isp-image": (
         lambda d: {"--prompts": _write(d / "gone.json", '{"isp": [["isp/nothere.png", 0.5]]}')},

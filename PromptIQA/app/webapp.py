@@ -14,7 +14,6 @@ import functools
 import hashlib
 import html
 import json
-import math
 import tempfile
 import threading
 from collections import OrderedDict
@@ -35,6 +34,8 @@ from ..data.image import IMAGE_EXTENSIONS, read_image
 from ..data.prompts import (
     PromptSet,
     check_score_range,
+    is_blank,
+    parse_score,
     prompt_file_rows,
     read_prompt_file,
     scores_to_unit_range,
@@ -176,32 +177,15 @@ def uploads_by_name(files: Sequence[str], what: str) -> dict[str, str]:
     return by_name
 
 
-def _is_blank(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
 def isp_pairs(rows: Sequence, source: str) -> list[tuple[str, object]]:
     """(image, raw score) of each non-blank [image, score] row of a table or prompt file."""
     pairs = []
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, (list, tuple)) or len(row) != 2 or not isinstance(row[0], (str, type(None))):
             raise UserError(f"{source}: ISP row {number} is {row!r}; expected [image, score]")
-        if not all(_is_blank(cell) for cell in row):
+        if not all(is_blank(cell) for cell in row):
             pairs.append((row[0] or "", row[1]))
     return pairs
-
-
-def parse_score(raw: object, low: float, high: float, where: str) -> float:
-    if _is_blank(raw):
-        raise UserError(f"{where}: no score; type the image's score on [{low:g}, {high:g}]")
-    try:
-        score = float(raw)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: score {raw!r} is not a number") from None
-    if not (math.isfinite(score) and low <= score <= high):
-        raise UserError(f"{where}: score {raw!r} is outside the score range [{low:g}, {high:g}]; "
-                        "fix the score or the range")
-    return score
 
 
 def prompt_set_from_pairs(
@@ -319,7 +303,7 @@ def table_after_upload(isp_files: Sequence[str] | None, rows: Sequence | None) -
     """The ISP table after images are uploaded: rows with a score stay; each uploaded image without
     a row gets one with an empty score; empty rows of images no longer uploaded go."""
     names = [Path(p).name for p in isp_files or []]
-    kept = [list(r) for r in rows or [] if len(r) == 2 and (not _is_blank(r[1]) or file_name(r[0] or "") in names)]
+    kept = [list(r) for r in rows or [] if len(r) == 2 and (not is_blank(r[1]) or file_name(r[0] or "") in names)]
     listed = {file_name(r[0] or "") for r in kept}
     return kept + [[name, None] for name in dict.fromkeys(names) if name not in listed] or [["", None]]
 

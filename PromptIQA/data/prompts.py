@@ -86,14 +86,30 @@ def prompt_file_rows(path: str | os.PathLike) -> list:
     return readers[path.suffix.lower()](path)
 
 
-def _score(path: Path, number: int, value) -> float:
-    """The score of ISP row `number`: a number, or (from a CSV) the text of one; true/false are not scores."""
-    if not isinstance(value, bool):  # bool is an int subclass: float(True) would be 1.0
+def is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def parse_score(raw: object, low: float, high: float, where: str) -> float:
+    """An ISP's score: a number (or, from a CSV or a table, the text of one) on [low, high].
+
+    The one check of a prompt score, for prompt files and the web app alike; `where` names the file
+    and row. true/false are not scores (bool is an int subclass: float(True) would be 1.0).
+    """
+    if is_blank(raw):
+        raise UserError(f"{where}: no score; give the image's score on [{low:g}, {high:g}]")
+    score = None
+    if not isinstance(raw, bool):
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            score = float(raw)
+        except (TypeError, ValueError, OverflowError):
             pass
-    raise UserError(f"{path}: ISP row {number} has score {value!r}, not a number")
+    if score is None:
+        raise UserError(f"{where}: score {raw!r} is not a number")
+    if not (math.isfinite(score) and low <= score <= high):
+        raise UserError(f"{where}: score {raw!r} is outside the score range [{low:g}, {high:g}]; fix the score, "
+                        "or give the scale of your scores (--score-range MIN MAX)")
+    return score
 
 
 def read_prompt_file(path: str | os.PathLike, score_range: tuple[float, float] | None = None) -> PromptSet:
@@ -111,12 +127,7 @@ def read_prompt_file(path: str | os.PathLike, score_range: tuple[float, float] |
     for number, row in enumerate(rows, start=1):
         if not (isinstance(row, (list, tuple)) and len(row) == 2 and isinstance(row[0], str)):
             raise UserError(f"{path}: ISP row {number} is {row!r}; expected [image_path, score]")
-        score = _score(path, number, row[1])
-        if not (math.isfinite(score) and low <= score <= high):
-            raise UserError(
-                f"{path}: ISP row {number} has score {row[1]!r}; scores must be in [{low:g}, {high:g}] "
-                "(give the scale of your scores with --score-range MIN MAX)"
-            )
+        score = parse_score(row[1], low, high, f"{path}: ISP row {number}")
         image = (path.parent / row[0]).resolve()
         if not image.is_file():
             raise UserError(f"{path}: ISP row {number}: image {row[0]} not found (looked for {image})")
