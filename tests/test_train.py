@@ -3,10 +3,13 @@ the configuration from the command line, and failures caught before any work."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +22,9 @@ from PromptIQA.commands import train
 from PromptIQA.commands.common import run_main
 from PromptIQA.data import demo as demo_data
 from PromptIQA.data.prepare import open_datasets, read_datasets
+from PromptIQA.models import ModelConfig
 from PromptIQA.training.config import DEMO_PRESET, PUBLISHED_DATASETS, TrainConfig
+from PromptIQA.training.run import NETWORK_FLAGS
 from PromptIQA.training.run_folder import RunLog
 from PromptIQA.utils.distributed import DistContext
 
@@ -354,3 +359,20 @@ def test_training_errors_are_clear(data, tmp_path, capsys, extra, message):
     assert run_main(train.main, training_args(data, tmp_path / "run", "--epochs", "1", *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_refused_resume_leaves_the_run_record_as_it_was(two_epochs, data, tmp_path):
+    """A resume that asks for another network shape is refused before args.json or train.log change."""
+    run = tmp_path / "run"
+    shutil.copytree(two_epochs, run)
+    before = {name: (run / name).read_bytes() for name in ("args.json", "train.log", "metrics.csv")}
+    for extra, said in ((["--cnn-dim", "128"], "pass --cnn-dim 384"), (["--batch_size", "6"], "groups of 4 images")):
+        argv = training_args(data, run, "--epochs", "3", "--resume", "auto", *extra)
+        done = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_every_network_setting_is_compared_on_resume():
+    assert set(NETWORK_FLAGS) == {f.name for f in dataclasses.fields(ModelConfig)}

@@ -63,18 +63,33 @@ def resume_path(run: RunConfig) -> Path | None:
     return Path(run.resume) if run.resume else None
 
 
+# the flag that sets each ModelConfig field (prompt_num is the group size - 1: --batch_size / processes - 1)
+NETWORK_FLAGS = {"backbone": "--backbone", "img_size": "--img-size", "cnn_dim": "--cnn-dim",
+                  "prompt_num": "--batch_size"}
+
+
+def check_same_network(saved: ModelConfig, asked: ModelConfig, path: Path) -> None:
+    """Refuse to resume a run whose network had another shape, naming the setting and the fix; called
+    before anything is written to the run folder."""
+    for name, flag in NETWORK_FLAGS.items():
+        was, now = getattr(saved, name), getattr(asked, name)
+        if was == now:
+            continue
+        if name == "prompt_num":
+            raise UserError(f"--resume {path}: that run trained in groups of {was + 1} images per process, this one "
+                            f"asks for groups of {now + 1}; pass the --batch_size (and number of processes) it was "
+                            "trained with to continue it, or start a new run in another --save_path")
+        raise UserError(f"--resume {path}: that run trained with {flag} {was}, this one asks for {flag} {now}; "
+                        f"pass {flag} {was} to continue it, or start a new run in another --save_path")
+
+
 def read_training_checkpoint(path: Path, config: TrainConfig) -> dict:
     """A `last.pth.tar` this project wrote for the network `config` asks for."""
     ckpt = read_checkpoint(path, flag="--resume")
     missing = TRAINING_KEYS - set(ckpt)
     if missing:
         raise UserError(f"--resume {path}: not a training checkpoint of this project (no {', '.join(sorted(missing))})")
-    saved = ModelConfig.from_dict(ckpt["model_config"])
-    for flag, name in (("--backbone", "backbone"), ("--img-size", "img_size")):
-        was, now = getattr(saved, name), getattr(config.model, name)
-        if was != now:
-            raise UserError(f"--resume {path}: that run trained with {flag} {was}, this one asks for {flag} {now}; "
-                            f"pass {flag} {was} to continue it, or start a new run in another --save_path")
+    check_same_network(ModelConfig.from_dict(ckpt["model_config"]), config.model, path)
     return ckpt
 
 
