@@ -43,7 +43,7 @@ def test_utf8_with_and_without_byte_order_mark(tmp_path, images, suffix, text):
 def test_non_utf8_file_is_named_with_the_fix(tmp_path, images, suffix, text):
     path = tmp_path / f"latin1{suffix}"
     path.write_text(text(images[:2]), encoding="latin-1")  # "été" becomes bytes that are not UTF-8
-    with pytest.raises(UserError, match="not UTF-8 text.*save the prompt file as UTF-8") as err:
+    with pytest.raises(UserError, match="not UTF-8 text.*save it as UTF-8") as err:
         read_prompt_file(path)
     assert str(path) in str(err.value)
 

@@ -21,11 +21,17 @@ import numpy as np
 from ..data.dataset_info import DEFAULT_DATASET_INFO
 from ..data.loader import eval_sets
 from ..data.prepare import open_datasets, read_datasets
-from ..data.prompts import PromptSet, read_prompt_file, unit_range_to_scores
+from ..data.prompts import PromptSet, check_score_range, read_prompt_file, unit_range_to_scores
 from ..evaluation.evaluate import Evaluation, evaluate
 from ..evaluation.prompt_experiment import run_prompt_experiment
 from ..evaluation.results import format_results, save_predictions
-from ..models.checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
+from ..models.checkpoint import (
+    DEFAULT_CHECKPOINT,
+    CheckpointNotFound,
+    load_model,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 from ..scoring.saved_prompts import (
     SAVED_PROMPTS_SUFFIX,
     SavedPrompts,
@@ -38,11 +44,20 @@ from ..scoring.saved_prompts import (
 )
 from ..scoring.scorer import Scorer
 from ..utils.atomic import write_csv_atomic
-from ..utils.constants import EXAMPLES_DIR
+from ..utils.constants import CHECKPOINT_DIR, DEFAULT_SEED, EXAMPLES_DIR, MIN_IMG_SIZE
 from ..utils.device import PRECISION_CHOICES, precision_scope, resolve_device, resolve_precision
 from ..utils.distributed import DistContext
-from ..utils.errors import UserError
-from .common import both_spellings, collect_images, run_main
+from ..utils.errors import UserError, naming
+from ..utils.hub import how_to_get_checkpoint
+from .common import (
+    accept_negative_numbers,
+    both_spellings,
+    collect_images,
+    device_name,
+    finite_number,
+    run_main,
+    whole_number,
+)
 
 # what the published test.py scores when run without arguments (present in a source checkout)
 EXAMPLE1 = EXAMPLES_DIR / "Example1"
@@ -57,17 +72,6 @@ EXAMPLE = (
 )
 
 
-def whole_number(text: str, minimum: int) -> int:
-    """A count given on the command line, refused with its fix when below `minimum`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {minimum} or more") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"{value} is too small; give {minimum} or more")
-    return value
-
-
 def positive_int(text: str) -> int:
     """argparse type for counts that must be at least 1."""
     return whole_number(text, 1)
@@ -76,6 +80,11 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse type for counts where 0 means none (e.g. decoding threads)."""
     return whole_number(text, 0)
+
+
+def image_size(text: str) -> int:
+    """argparse type for --img-size: the smallest size every backbone runs at, or more."""
+    return whole_number(text, MIN_IMG_SIZE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,19 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", help='JSON {"isp": [[image, score], ...]}, CSV path,score, or a prompt set '
                                           f"saved with --save-prompts (*{SAVED_PROMPTS_SUFFIX})")
     parser.add_argument("--images", nargs="+", help="images or folders of images to score")
-    parser.add_argument("--output", help="also write the scores as CSV (path,score)")
+    parser.add_argument("--output", help="also write the scores as CSV (path,score); - writes them to stdout")
     parser.add_argument("--save-prompts", metavar=f"FILE{SAVED_PROMPTS_SUFFIX}",
                         help="save the encoded prompts for this checkpoint; reuse them with --prompts FILE")
     parser.add_argument("--reverse-prompts", action="store_true", help="use 1 - score for every ISP")
-    parser.add_argument("--score-range", nargs=2, type=float, metavar=("MIN", "MAX"),
+    parser.add_argument("--score-range", nargs=2, type=finite_number, metavar=("MIN", "MAX"),
                         help="the ISP scores are on [MIN, MAX] (mapped to [0, 1]); scores are printed on it too")
     parser.add_argument("--lower-is-better", action="store_true",
-                        help="the ISP scores are lower-is-better (e.g. DMOS): labels the output, flips nothing")
+                        help="the ISP scores are lower-is-better (e.g. DMOS): labels the output, flips nothing "
+                             "(with --reverse-prompts the output is higher-is-better)")
     evaluation = parser.add_argument_group("evaluation on datasets (instead of --prompts/--images)")
     evaluation.add_argument("--dataset", nargs="+", help="evaluate on the test split of these datasets")
     evaluation.add_argument("--dataset-info", default=str(DEFAULT_DATASET_INFO))
     evaluation.add_argument("--demo", action="store_true", help="make the built-in demo datasets available")
-    evaluation.add_argument("--seed", type=int, help="split seed (default: the checkpoint's, else 2024)")
+    evaluation.add_argument("--seed", type=int, help=f"split seed (default: the checkpoint's, else {DEFAULT_SEED})")
     evaluation.add_argument("--prompt-num", type=positive_int, help="prompts per dataset (default: the checkpoint's)")
     evaluation.add_argument("--prompt-select", choices=["fixed", "random"], default="fixed")
     evaluation.add_argument("--random-prompts", action="store_true", help="give the prompts random scores")
@@ -112,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt-experiment", action="store_true",
         help="score each test split under its own, reversed, random and the other datasets' prompts",
     )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:INDEX")
+    parser.add_argument("--device", default="auto", type=device_name, help="auto | cpu | cuda | cuda:INDEX")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="auto: bf16 autocast on a GPU that has it, fp32 elsewhere")
@@ -121,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-j", "--workers", type=non_negative_int, default=4,
                         help="image decoding threads (0: decode in the main thread)")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
-    parser.add_argument("--img-size", type=int, help="override the image size recorded in the checkpoint")
-    return both_spellings(parser)
+    parser.add_argument("--img-size", type=image_size, help="override the image size recorded in the checkpoint")
+    return accept_negative_numbers(both_spellings(parser))
 
 
 def example_arguments() -> list[str]:
@@ -133,15 +143,36 @@ def example_arguments() -> list[str]:
     return ["--prompts", str(EXAMPLE1 / "prompts.json"), "--images", str(EXAMPLE1 / "cactus.png")]
 
 
+# pseudo-filesystems: a file there is not a file (writes fail or act on the kernel)
+_PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"))
+
+
 def check_output(path: str) -> None:
-    """Refuse an --output the CSV cannot be written to, before any work is done."""
-    target = Path(path)
+    """Refuse an --output the CSV cannot be written to, before any work is done. `-` is stdout; a
+    symlink is checked at its target; a FIFO or a character device is written to as it is."""
+    if path == "-":
+        return
+    target = Path(path).resolve()
+    if any(target.is_relative_to(root) for root in _PSEUDO_FILESYSTEMS):
+        raise UserError(f"--output {path}: is under {target.parts[0]}{target.parts[1]}, a kernel pseudo-filesystem, "
+                        "not a place for files; write elsewhere")
     if target.is_dir():
-        raise UserError(f"--output {path}: is a folder; give a file name such as {target / 'scores.csv'}")
+        raise UserError(f"--output {path}: is a folder; give a file name such as {Path(path) / 'scores.csv'}")
     if not target.parent.is_dir():
         raise UserError(f"--output {path}: folder {target.parent} does not exist; create it or write elsewhere")
     if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise UserError(f"--output {path}: not writable by this user; choose another location")
+
+
+def check_output_is_not_an_input(output: str, inputs: Sequence[str]) -> None:
+    """Refuse an --output that would overwrite the prompt file, an ISP image or an image being scored."""
+    if output == "-" or not Path(output).exists():
+        return
+    target = Path(output).resolve()
+    for given in inputs:
+        if Path(given).resolve() == target:
+            raise UserError(f"--output {output}: is also an input ({given}); writing the scores there would replace "
+                            "it; give another file name")
 
 
 def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -151,29 +182,53 @@ def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace
     if is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts or args.save_prompts):
         raise UserError(f"--prompts {args.prompts}: a saved prompt set already holds its scores; --score-range, "
                         "--reverse-prompts and --save-prompts apply when saving it from the prompt file")
+    if args.score_range:
+        with naming("--score-range"):
+            check_score_range(*args.score_range)
     if args.output:
         check_output(args.output)
     if args.save_prompts:
-        check_save_path(args.save_prompts)
+        with naming("--save-prompts"):
+            check_save_path(args.save_prompts)
 
 
-def score_range_of(args: argparse.Namespace) -> tuple[float, float] | None:
+def given_score_range(args: argparse.Namespace) -> tuple[float, float] | None:
+    """--score-range as (MIN, MAX), or None when not given."""
     return tuple(args.score_range) if args.score_range else None
 
 
 def read_prompts(args: argparse.Namespace) -> PromptSet | SavedPrompts:
     """The prompt file or saved set, read and checked before the model loads."""
-    if is_saved_prompts(args.prompts):
-        return read_saved_prompts(args.prompts)
-    prompt_set = read_prompt_file(args.prompts, score_range_of(args))
+    with naming("--prompts"):
+        if is_saved_prompts(args.prompts):
+            return read_saved_prompts(args.prompts)
+        prompt_set = read_prompt_file(args.prompts, given_score_range(args))
     return prompt_set.reversed() if args.reverse_prompts else prompt_set
 
 
-def encode_prompts(args: argparse.Namespace, given: PromptSet | SavedPrompts, scorer: Scorer) -> SavedPrompts:
-    """The prompts ready for the network, saved with its identity if --save-prompts asks."""
-    prompts = prepare_prompts(scorer, given, score_range_of(args), args.lower_is_better, args.prompts)
+def load_scoring_model(args: argparse.Namespace):
+    """The network of --checkpoint (with --backbone/--img-size overrides) on --device."""
+    device = resolve_device(args.device)
+    try:
+        with naming("--checkpoint"):
+            return load_model(args.checkpoint, args.backbone, args.img_size, device)
+    except UserError as error:
+        if isinstance(error.__cause__, CheckpointNotFound):
+            raise UserError(f"{error} {how_to_get_checkpoint(CHECKPOINT_DIR)}") from error
+        raise
+
+
+def prepare_and_save_prompts(args: argparse.Namespace, given: PromptSet | SavedPrompts, scorer: Scorer) -> SavedPrompts:
+    """The prompts ready for the network, saved with its identity if --save-prompts asks.
+
+    Reversing the prompts reverses the requirement, so --lower-is-better --reverse-prompts scores
+    higher-is-better (as the web app labels it)."""
+    lower_better = args.lower_is_better != args.reverse_prompts
+    with naming("--prompts"):
+        prompts = prepare_prompts(scorer, given, given_score_range(args), lower_better, args.prompts)
     if args.save_prompts:
-        save_prompts(args.save_prompts, replace(prompts, checkpoint=checkpoint_identity(scorer.model)))
+        with naming("--save-prompts"):
+            save_prompts(args.save_prompts, replace(prompts, checkpoint=checkpoint_identity(scorer.model)))
         print(f"saved the encoded prompts to {args.save_prompts}; reuse them with --prompts {args.save_prompts}",
               file=sys.stderr)
     return prompts
@@ -181,18 +236,20 @@ def encode_prompts(args: argparse.Namespace, given: PromptSet | SavedPrompts, sc
 
 def describe_scale(prompts: SavedPrompts) -> str:
     low, high = prompts.score_range or (0.0, 1.0)
-    direction = ", lower is better (as the prompts' scores)" if prompts.lower_better else ""
+    direction = ", lower is better (as the prompts' scores)" if prompts.lower_better else ", higher is better"
     return f"scores on [{low:g}, {high:g}]{direction}"
 
 
-def score_and_print(scorer: Scorer, images: Sequence[str], prompts: SavedPrompts) -> list[tuple[str, float]]:
-    """Score batch by batch, printing each score as soon as it is known."""
+def score_and_print(scorer: Scorer, images: Sequence[str], prompts: SavedPrompts,
+                    echo: bool = True) -> list[tuple[str, float]]:
+    """Score batch by batch, printing each score as soon as it is known (unless the CSV goes to stdout)."""
     low, high = prompts.score_range or (0.0, 1.0)
     batches = scorer.iter_scores(images, prompts.vectors, progress=len(images) > 1)
     scores = (score for batch in batches for score in unit_range_to_scores(batch, low, high))
     rows: list[tuple[str, float]] = []
     for path, score in zip(images, scores):
-        print(f"{path}\t{score:.8f}", flush=True)
+        if echo:
+            print(f"{path}\t{score:.8f}", flush=True)
         rows.append((path, score))
     return rows
 
@@ -206,15 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     check_scoring_args(parser, args)
     given = read_prompts(args)
     images = collect_images(args.images or [])
-    model = load_model(args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
+    if args.output:
+        inputs = [args.prompts, *images] + (list(given.paths) if isinstance(given, PromptSet) else [])
+        check_output_is_not_an_input(args.output, inputs)
+    model = load_scoring_model(args)
     scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                     compile=args.compile)
-    prompts = encode_prompts(args, given, scorer)
+    prompts = prepare_and_save_prompts(args, given, scorer)
     if not images:
         return 0
-    if prompts.score_range or prompts.lower_better:
+    if prompts.score_range or prompts.lower_better or args.lower_is_better:
         print(describe_scale(prompts), file=sys.stderr)
-    rows = score_and_print(scorer, images, prompts)
+    rows = score_and_print(scorer, images, prompts, echo=args.output != "-")
     if args.output:
         write_csv_atomic(args.output, ["path", "score"], ((p, f"{s:.8f}") for p, s in rows))
     return 0
@@ -224,10 +284,13 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
     """SRCC/PLCC per dataset on the test split, prompts chosen from the training split as in training."""
     if args.compile:
         raise UserError("--compile applies to scoring images (--prompts/--images); drop it for --dataset")
-    ckpt = read_checkpoint(args.checkpoint)
-    seed = args.seed if args.seed is not None else ckpt.get("config", ckpt.get("args", {})).get("seed", 2024)
+    with naming("--checkpoint"):
+        ckpt = read_checkpoint(args.checkpoint)
+    seed = args.seed if args.seed is not None else ckpt.get("config", ckpt.get("args", {})).get("seed", DEFAULT_SEED)
     records = read_datasets(args.dataset, args.dataset_info, args.demo)
-    model = model_from_checkpoint(ckpt, args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
+    device = resolve_device(args.device)
+    with naming("--checkpoint"):
+        model = model_from_checkpoint(ckpt, args.checkpoint, args.backbone, args.img_size, device)
     ctx = DistContext(device=next(model.parameters()).device)
     precision = resolve_precision(args.precision, ctx.device)
     datasets = open_datasets(records, model.config.img_size, seed, ctx, cache_dir=args.cache_dir, workers=args.workers)

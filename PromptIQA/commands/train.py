@@ -35,7 +35,7 @@ from ..training.run_folder import RunLog, claim_run_folder, environment
 from ..utils.device import PRECISION_CHOICES, check_compile_support, compile_errors, resolve_device, resolve_precision
 from ..utils.distributed import cleanup, sync_buffers
 from ..utils.errors import UserError
-from .common import both_spellings, run_main
+from .common import both_spellings, device_name, run_main
 
 _DEFAULTS = TrainConfig()
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(optim, "--seed", key="seed", type=int, help="splits, groups, flips, augmentations and initial weights")
 
     execution = p.add_argument_group("execution")
-    option(execution, "--device", key="execution.device", help="auto | cpu | cuda | cuda:INDEX")
+    option(execution, "--device", key="execution.device", type=device_name, help="auto | cpu | cuda | cuda:INDEX")
     execution.add_argument("--gpu", type=int, default=None, help="the one GPU to use: the same as --device cuda:GPU")
     option(execution, "--precision", key="execution.precision", choices=PRECISION_CHOICES,
            help="auto: bf16 autocast on CUDA, fp32 on CPU; tf32: TF32 matmuls on CUDA")

@@ -27,7 +27,7 @@ from .image import IMAGE_SIZE, ImageError, max_image_pixels, read_image
 # Part of the key: a change of the stored layout, or of OpenCV (whose resize may change between
 # versions), must not reuse frames decoded the old way.
 CACHE_FORMAT = 1
-BAD_IMAGE_POLICIES = ("fail", "skip")
+BAD_IMAGE_CHOICES = ("fail", "skip")
 _LISTED_BAD_IMAGES = 10
 
 
@@ -98,8 +98,8 @@ class ImageCache:
         on_bad_image: str = "fail",
         progress: bool = False,
     ):
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise UserError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        if on_bad_image not in BAD_IMAGE_CHOICES:
+            raise UserError(f"on_bad_image must be one of {BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
         self.paths = [str(p) for p in paths]
         self.size = size
         key = cache_key(self.paths, size)

@@ -37,18 +37,19 @@ class DatasetEntry:
     source: str = ""
 
 
-def _is_count(value: Any) -> bool:
+def _is_positive_count(value: Any) -> bool:
+    """An int of 1 or more (bool, an int subclass, is not one)."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _valid_object(value: dict) -> bool:
     return (set(value) <= set(_ENTRY_KEYS) and isinstance(value.get("root"), str)
-            and (value.get("units") is None or _is_count(value["units"]))
+            and (value.get("units") is None or _is_positive_count(value["units"]))
             and isinstance(value.get("reader", ""), str) and isinstance(value.get("options", {}), dict))
 
 
 def _entry(source: Path, name: str, value: Any) -> DatasetEntry:
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and _is_count(value[1]):
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and _is_positive_count(value[1]):
         return DatasetEntry(name, value[0], value[1], source=str(source))
     if not (isinstance(value, dict) and _valid_object(value)):
         raise UserError(f'{source}: entry "{name}" is {json.dumps(value)}; expected ["/path/to/root", '

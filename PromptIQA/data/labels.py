@@ -20,6 +20,7 @@ from openpyxl import load_workbook
 from openpyxl.utils import column_index_from_string, get_column_letter
 
 from ..utils.errors import UserError
+from ..utils.text import read_utf8_text
 
 ColumnKey = str | int
 
@@ -106,14 +107,12 @@ def read_xlsx(path: str | os.PathLike, columns: Sequence[ColumnKey], dataset: st
 
 
 def _read_text(path: Path, dataset: str, expected: str) -> str:
-    """The whole text file: UTF-8, with or without a byte-order mark."""
+    """The whole text file (see read_utf8_text), named with its dataset and what it should hold."""
     _require_file(path, dataset, expected)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as file:  # line breaks kept for the csv module
-            return file.read()
-    except UnicodeDecodeError as error:
-        raise UserError(f"{dataset}: {path} is not UTF-8 text (byte {error.start} cannot be decoded); save it as "
-                        f"UTF-8 and rerun; expected {expected}") from None
+        return read_utf8_text(path)
+    except UserError as error:
+        raise UserError(f"{dataset}: {error}; expected {expected}") from None
 
 
 def _csv_reader(path: Path, dataset: str, expected: str) -> csv.DictReader:

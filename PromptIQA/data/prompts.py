@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..utils.errors import UserError
+from ..utils.text import read_utf8_text
 
 
 @dataclass(frozen=True)
@@ -42,24 +43,24 @@ def unit_range_to_scores(values, low: float, high: float) -> tuple[float, ...]:
 
 
 def check_score_range(low: float, high: float) -> None:
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise UserError(f"score range {low} {high}: give two finite numbers MIN < MAX, e.g. --score-range 0 100")
-
-
-def _read_text(path: Path) -> str:
-    """The file's text; UTF-8, with or without the byte-order mark some editors write."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded); save the prompt file "
-                        "as UTF-8 and rerun") from None
+    """Two finite numbers low < high whose span is finite too (1e308 - (-1e308) is not)."""
+    finite = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not (finite and math.isfinite(low) and math.isfinite(high) and low < high and math.isfinite(high - low)):
+        raise UserError(f"score range {low} {high}: give two finite numbers MIN < MAX whose difference is finite "
+                        "too, e.g. 0 100")
 
 
 def _json_rows(path: Path) -> list:
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_utf8_text(path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except ValueError as err:  # a number too long to convert (Python's 4,300-digit limit on integers)
+        raise UserError(f"{path}: holds a number too long to read ({str(err).split(';')[0]}); scores are "
+                        "numbers such as 0.5 or 73.2") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read; a prompt file is {{\"isp\": [[path, score], ...]}}") \
+            from None
     rows = data.get("isp") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise UserError(f'{path}: expected an object with an "isp" list: {{"isp": [["img.png", 0.5], ...]}}')
@@ -67,27 +68,40 @@ def _json_rows(path: Path) -> list:
 
 
 def _csv_rows(path: Path) -> list:
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
-    if not reader.fieldnames or not {"path", "score"} <= set(reader.fieldnames):
-        raise UserError(f"{path}: a prompt CSV needs the header 'path,score' (found: {reader.fieldnames})")
-    return [[row["path"], row["score"]] for row in reader]
+    reader = csv.DictReader(io.StringIO(read_utf8_text(path), newline=""))
+    try:
+        if not reader.fieldnames or not {"path", "score"} <= set(reader.fieldnames):
+            raise UserError(f"{path}: a prompt CSV needs the header 'path,score' (found: {reader.fieldnames})")
+        return [[row["path"], row["score"]] for row in reader]
+    except csv.Error as err:  # e.g. a field over the csv module's size limit (131,072 characters)
+        raise UserError(f"{path}: line {reader.line_num}: not a readable CSV row ({err}); a prompt CSV has "
+                        "the columns path,score") from None
 
 
 def prompt_file_rows(path: str | os.PathLike) -> list:
     """The raw `[image_path, score]` rows of a JSON or CSV prompt file, unchecked."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"--prompts {path}: is a folder, not a prompt file; give the .json or .csv file in it")
+        raise UserError(f"{path}: is a folder, not a prompt file; give the .json or .csv file in it")
     if not path.is_file():
-        raise UserError(f"--prompts {path}: file not found")
+        raise UserError(f"{path}: file not found")
     readers = {".json": _json_rows, ".csv": _csv_rows}
     if path.suffix.lower() not in readers:
-        raise UserError(f'--prompts {path}: use a .json file ({{"isp": [[path, score], ...]}}) or a .csv (path,score)')
+        raise UserError(f'{path}: use a .json file ({{"isp": [[path, score], ...]}}) or a .csv (path,score)')
     return readers[path.suffix.lower()](path)
 
 
 def is_blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def _shown(raw: object, limit: int = 40) -> str:
+    """A score as a message shows it, cut short: a 5,000-digit integer has no str() (Python's digit limit)."""
+    try:
+        text = repr(raw)
+    except ValueError:
+        return "a number of over 4,300 digits"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_score(raw: object, low: float, high: float, where: str) -> float:
@@ -105,10 +119,10 @@ def parse_score(raw: object, low: float, high: float, where: str) -> float:
         except (TypeError, ValueError, OverflowError):
             pass
     if score is None:
-        raise UserError(f"{where}: score {raw!r} is not a number")
+        raise UserError(f"{where}: score {_shown(raw)} is not a number")
     if not (math.isfinite(score) and low <= score <= high):
-        raise UserError(f"{where}: score {raw!r} is outside the score range [{low:g}, {high:g}]; fix the score, "
-                        "or give the scale of your scores (--score-range MIN MAX)")
+        raise UserError(f"{where}: score {_shown(raw)} is outside the score range [{low:g}, {high:g}]; fix the "
+                        "score, or give the scale of your scores (its MIN and MAX)")
     return score
 
 

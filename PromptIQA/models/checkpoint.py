@@ -15,7 +15,7 @@ import torch
 from ..utils.atomic import atomic_open
 from ..utils.constants import CHECKPOINT_DIR
 from ..utils.errors import UserError
-from ..utils.hub import how_to_get_checkpoint, resolve_checkpoint
+from ..utils.hub import resolve_checkpoint
 from .promptiqa import ModelConfig, PromptIQA
 
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "best_model.pth.tar"
@@ -38,19 +38,23 @@ def _unloadable_reason(error: Exception) -> str:
     return f"the file is damaged or of another kind ({first_sentence}); re-copy it or use another checkpoint"
 
 
-def read_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> dict:
-    path = resolve_checkpoint(path, flag)
+class CheckpointNotFound(UserError):
+    """A checkpoint path that names no file (the command line adds how to get one)."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint's dict, read with weights_only=True; errors name the file and the reason."""
+    path = resolve_checkpoint(path)
     if path.is_dir():
-        raise UserError(f"{flag} {path}: is a folder, not a checkpoint file; give the .pth.tar file in it")
+        raise UserError(f"{path}: is a folder, not a checkpoint file; give the .pth.tar file in it")
     if not path.is_file():
-        hint = " " + how_to_get_checkpoint(DEFAULT_CHECKPOINT.parent)
-        raise UserError(f"{flag} {path}: file not found.{hint if flag == '--checkpoint' else ''}")
+        raise CheckpointNotFound(f"{path}: file not found.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a corrupt or foreign file can fail in many ways inside the unpickler
-        raise UserError(f"{flag} {path}: not a loadable PyTorch checkpoint: {_unloadable_reason(err)}") from None
+        raise UserError(f"{path}: not a loadable PyTorch checkpoint: {_unloadable_reason(err)}") from err
     if not isinstance(ckpt, dict):
-        raise UserError(f"{flag} {path}: expected a dict with 'state_dict' or 'model', got {type(ckpt).__name__}")
+        raise UserError(f"{path}: expected a dict with 'state_dict' or 'model', got {type(ckpt).__name__}")
     return ckpt
 
 
@@ -69,11 +73,11 @@ def model_state_dict(ckpt: dict, path: str | os.PathLike = "checkpoint") -> dict
     """
     state = ckpt.get("model", ckpt.get("state_dict"))
     if not isinstance(state, dict):
-        raise UserError(f"--checkpoint {path}: no 'state_dict' or 'model' entry (keys: {', '.join(map(str, ckpt))})")
+        raise UserError(f"{path}: no 'state_dict' or 'model' entry (keys: {', '.join(map(str, ckpt))})")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     bad = _first_non_finite(state)
     if bad is not None:
-        raise UserError(f"--checkpoint {path}: weight '{bad}' holds NaN or infinite values (the training run "
+        raise UserError(f"{path}: weight '{bad}' holds NaN or infinite values (the training run "
                         "diverged); use a checkpoint saved before that, e.g. best.pth.tar, or retrain")
     return state
 
@@ -90,8 +94,8 @@ def load_weights(model: PromptIQA, state: dict[str, torch.Tensor], path: str | o
             return f"{len(keys)} (e.g. {', '.join(keys[:4])})" if keys else "0"
 
         raise UserError(
-            f"--checkpoint {path}: its weights do not fit --backbone {model.config.backbone} at "
-            f"--img-size {model.config.img_size}: missing {some(missing)}; unexpected {some(unexpected)}; "
+            f"{path}: its weights do not fit backbone {model.config.backbone} at "
+            f"image size {model.config.img_size}: missing {some(missing)}; unexpected {some(unexpected)}; "
             f"wrong shape {some(wrong_shape)}. Pass the backbone and image size it was trained with."
         )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, assign=True)

@@ -20,6 +20,7 @@ from .backbone import (
     materialize_buffers,
     resolve_pretrained,
 )
+from ..utils.constants import PUBLISHED_PROMPT_NUM
 from .mal import MAL
 
 PROMPT_DIM = 128
@@ -35,7 +36,7 @@ class ModelConfig:
 
     backbone: str = DEFAULT_BACKBONE
     img_size: int = 224
-    prompt_num: int = 10  # ISPs per query in training (group size - 1); the default for scoring
+    prompt_num: int = PUBLISHED_PROMPT_NUM  # ISPs per query in training (group size - 1); the default for scoring
     cnn_dim: int = CNN_DIM  # channels a CNN backbone's levels are projected to (ViTs keep their width)
 
     def to_dict(self) -> dict:

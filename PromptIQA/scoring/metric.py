@@ -5,7 +5,8 @@
     metric("photo.png")                     # tensor([score]), exactly test.py's score
     metric(torch.rand(2, 3, 300, 400))      # RGB in [0, 1]
 
-Inputs: image paths, PIL images, or RGB float tensors in [0, 1] of shape (N, 3, H, W) or (3, H, W).
+Inputs: image paths, PIL images, or RGB tensors of shape (N, 3, H, W) or (3, H, W): float in [0, 1]
+(values outside it, NaN or infinities are refused) or uint8 in 0-255 (divided by 255).
 Paths and PIL images go through test.py's pre-processing (OpenCV bicubic resize of the 8-bit image,
 so a PIL image of a lossless file scores exactly as its path). Tensors are resized to the model's
 input size with `torch.nn.functional.interpolate(mode="bicubic")` and normalised as the published
@@ -26,7 +27,7 @@ from ..data.image import to_tensor
 from ..data.prompts import PromptSet, read_prompt_file
 from ..models import PromptIQA
 from ..models.checkpoint import DEFAULT_CHECKPOINT, load_model
-from ..utils.device import resolve_device
+from ..utils.device import precision_scope, resolve_device
 from ..utils.errors import UserError
 from .saved_prompts import SavedPrompts, is_saved_prompts, prepare_prompts, read_saved_prompts
 from .scorer import Scorer
@@ -44,19 +45,62 @@ def _pil_to_array(image, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
+def check_batch_size(batch_size: object) -> int:
+    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        raise UserError(f"batch_size={batch_size!r}: give a whole number of images per batch, 1 or more")
+    return batch_size
+
+
+def _as_unit_rgb(images: torch.Tensor) -> torch.Tensor:
+    """A (N, 3, H, W) float batch in [0, 1]: uint8 tensors (0-255) are divided by 255; float tensors
+    outside [0, 1], or holding NaN or infinities, are refused (they would score silently wrong)."""
+    x = images.unsqueeze(0) if images.dim() == 3 else images
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise UserError(f"metric input: expected an RGB tensor (N, 3, H, W), got shape {tuple(images.shape)}")
+    if len(x) == 0:
+        raise UserError("metric input: the batch holds no images; give at least one")
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    if not x.is_floating_point():
+        raise UserError(f"metric input: a {x.dtype} tensor; give float RGB in [0, 1] or uint8 RGB in 0-255")
+    values = x.detach()
+    if not torch.isfinite(values).all():
+        raise UserError("metric input: the tensor holds NaN or infinite values; give RGB values in [0, 1]")
+    low, high = values.min().item(), values.max().item()
+    if low < 0 or high > 1:
+        raise UserError(f"metric input: values from {low:g} to {high:g}; float tensors must hold RGB in [0, 1] "
+                        "(divide 8-bit values by 255, or pass a uint8 tensor)")
+    return x
+
+
 class PromptIQAMetric(nn.Module):
-    """No-reference quality of images under the requirement given by a prompt set (see the module doc)."""
+    """No-reference quality of images under the requirement given by a prompt set (see the module doc).
+
+    The network stays in eval mode and frozen whatever a parent module does: `.train()` on a model that
+    holds the metric (as a loss, say) would otherwise switch on dropout and update BatchNorm statistics.
+    """
 
     metric_mode = "NR"
 
-    def __init__(self, model: PromptIQA, prompts: SavedPrompts, as_loss: bool = False, batch_size: int = 16):
+    def __init__(self, model: PromptIQA, prompts: SavedPrompts, as_loss: bool = False, batch_size: int = 16,
+                 precision: str = "auto"):
         super().__init__()
+        self.batch_size = check_batch_size(batch_size)
         self.net = model.eval().requires_grad_(False)
-        self.prompts = prompts
-        device = next(model.parameters()).device
-        self.register_buffer("prompt_vectors", prompts.vectors.detach().to(device, copy=True), persistent=False)
+        self.scorer = Scorer(self.net, batch_size=batch_size, precision=precision)
+        self.prompts = prepare_prompts(self.scorer, prompts)
+        self.register_buffer("prompt_vectors", self.prompts.vectors.detach().clone(), persistent=False)
         self.as_loss = as_loss
-        self.batch_size = batch_size
+
+    def train(self, mode: bool = True) -> "PromptIQAMetric":
+        """Only the metric's own flag follows `mode`; the network stays in eval mode."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    @property
+    def precision(self) -> str:
+        return self.scorer.precision
 
     @property
     def lower_better(self) -> bool:
@@ -70,34 +114,32 @@ class PromptIQAMetric(nn.Module):
     def with_prompts(self, prompts: PromptsInput, score_range: tuple[float, float] | None = None,
                      lower_better: bool = False) -> "PromptIQAMetric":
         """The same network under another requirement (a prompt file, a saved set or a PromptSet)."""
-        encoded = encode_prompts(self.net, prompts, score_range, lower_better)
-        return PromptIQAMetric(self.net, encoded, self.as_loss, self.batch_size)
+        encoded = prompts_for_model(self.net, prompts, score_range, lower_better, self.precision)
+        return PromptIQAMetric(self.net, encoded, self.as_loss, self.batch_size, self.precision)
 
     def _unit_scores(self, images) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
-            return self._tensor_scores(images)
+            return self._tensor_scores(_as_unit_rgb(images))
         items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise UserError("metric input: no images given; give image paths, PIL images or an RGB tensor")
         if all(_is_pil_image(item) for item in items):
             size = self.net.config.img_size
             return self._tensor_scores(to_tensor(np.stack([_pil_to_array(i, size) for i in items])), normalised=True)
         if all(isinstance(item, (str, os.PathLike)) for item in items):
-            scorer = Scorer(self.net, batch_size=self.batch_size)
-            return torch.from_numpy(scorer.score_images([os.fspath(i) for i in items], self.prompt_vectors))
+            return torch.from_numpy(self.scorer.score_images([os.fspath(i) for i in items], self.prompt_vectors))
         raise UserError("metric input: give image paths, PIL images, or an RGB tensor (N, 3, H, W) in [0, 1]")
 
     def _tensor_scores(self, images: torch.Tensor, normalised: bool = False) -> torch.Tensor:
         device = self.prompt_vectors.device
         x = images.to(device)
         if not normalised:
-            if x.dim() == 3:
-                x = x.unsqueeze(0)
-            if x.dim() != 4 or x.shape[1] != 3:
-                raise UserError(f"metric input: expected an RGB tensor (N, 3, H, W), got shape {tuple(images.shape)}")
             size = self.net.config.img_size
             x = F.interpolate(x.float(), size=(size, size), mode="bicubic", align_corners=False)
             x = (x - 0.5) / 0.5
-        with torch.set_grad_enabled(self.as_loss and torch.is_grad_enabled()):
-            return torch.cat([self.net.score_images(x[i : i + self.batch_size], self.prompt_vectors)
+        # the precision paths are scored in (Scorer), so every kind of input gives the same score
+        with torch.set_grad_enabled(self.as_loss and torch.is_grad_enabled()), precision_scope(device, self.precision):
+            return torch.cat([self.net.score_images(x[i : i + self.batch_size], self.prompt_vectors).float()
                               for i in range(0, len(x), self.batch_size)])
 
     def forward(self, images) -> torch.Tensor:
@@ -106,20 +148,20 @@ class PromptIQAMetric(nn.Module):
         return low + self._unit_scores(images).float() * (high - low)
 
 
-def encode_prompts(model: PromptIQA, prompts: PromptsInput, score_range: tuple[float, float] | None = None,
-                   lower_better: bool = False) -> SavedPrompts:
-    """Prompt vectors for `model` from a prompt file (JSON/CSV), a saved `.pt` set, a PromptSet or SavedPrompts."""
-    if isinstance(prompts, SavedPrompts):
-        return prompts
-    if isinstance(prompts, PromptSet):
+def prompts_for_model(model: PromptIQA, prompts: PromptsInput, score_range: tuple[float, float] | None = None,
+                      lower_better: bool = False, precision: str = "auto") -> SavedPrompts:
+    """Read (a prompt file, a saved `.pt` set) and encode or check (a PromptSet, SavedPrompts) prompts for
+    `model`: saved vectors, from a file or in memory, are refused when another checkpoint encoded them."""
+    if isinstance(prompts, (PromptSet, SavedPrompts)):
         given = prompts
     elif isinstance(prompts, (str, os.PathLike)) and is_saved_prompts(prompts):
-        given = read_saved_prompts(prompts, flag="prompts=")
+        given = read_saved_prompts(prompts)
     elif isinstance(prompts, (str, os.PathLike)):
         given = read_prompt_file(prompts, score_range)
     else:
         raise UserError(f"prompts={prompts!r}: give a prompt file (.json/.csv), a saved set (.pt) or a PromptSet")
-    return prepare_prompts(Scorer(model), given, score_range, lower_better, path=prompts, flag="prompts=")
+    source = os.fspath(prompts) if isinstance(prompts, (str, os.PathLike)) else "prompts (saved prompt vectors)"
+    return prepare_prompts(Scorer(model, precision=precision), given, score_range, lower_better, source)
 
 
 def create_metric(
@@ -130,9 +172,16 @@ def create_metric(
     score_range: tuple[float, float] | None = None,
     lower_better: bool = False,
     batch_size: int = 16,
+    precision: str = "auto",
 ) -> PromptIQAMetric:
-    """Load a checkpoint (a path or `hf:OWNER/REPO[/FILE]`) and encode `prompts` into a metric module."""
+    """Load a checkpoint (a path or `hf:OWNER/REPO[/FILE]`) and encode `prompts` into a metric module.
+
+    `precision` (auto: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere) applies to every kind
+    of input alike: paths, PIL images and tensors.
+    """
     if prompts is None:
         raise UserError("create_metric: give prompts= (a prompt file, a saved .pt set or a PromptSet)")
+    check_batch_size(batch_size)
     model = load_model(checkpoint, device=resolve_device(str(device)))
-    return PromptIQAMetric(model, encode_prompts(model, prompts, score_range, lower_better), as_loss, batch_size)
+    encoded = prompts_for_model(model, prompts, score_range, lower_better, precision)
+    return PromptIQAMetric(model, encoded, as_loss, batch_size, precision)

@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..data.cache import BAD_IMAGE_CHOICES
 from ..data.dataset_info import DEFAULT_DATASET_INFO
 from ..models import ModelConfig
+from ..utils.constants import DEFAULT_SEED, MIN_IMG_SIZE
 from ..utils.device import PRECISION_CHOICES
 from ..utils.errors import UserError
 
 PUBLISHED_DATASETS = ("spaq", "csiq", "livec", "koniq10k", "kadid", "live")
-BAD_IMAGE_CHOICES = ("fail", "skip")
 BACKEND_CHOICES = ("nccl", "gloo")
-MIN_IMG_SIZE = 32  # smaller images leave the CNN backbones' last stages without pixels
 
 
 def _check(ok: bool, flag: str, value: Any, fix: str) -> None:
@@ -33,7 +33,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_count(value: Any) -> bool:
+def _is_whole_number(value: Any) -> bool:
+    """An int of any sign (bool, an int subclass, is not one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -70,9 +71,9 @@ class DataConfig:
                " ".join(map(str, self.datasets)), "name at least one dataset of --dataset-info")
         _check(self.on_bad_image in BAD_IMAGE_CHOICES, "--on-bad-image", self.on_bad_image,
                f"use one of {', '.join(BAD_IMAGE_CHOICES)}")
-        _check(_is_count(self.workers) and self.workers >= 0, "--workers", self.workers,
+        _check(_is_whole_number(self.workers) and self.workers >= 0, "--workers", self.workers,
                "use 0 (load images in the training process) or more worker processes")
-        _check(_is_count(self.eval_batch_size) and self.eval_batch_size >= 1, "--eval-batch-size",
+        _check(_is_whole_number(self.eval_batch_size) and self.eval_batch_size >= 1, "--eval-batch-size",
                self.eval_batch_size, "use 1 or more images per evaluation batch")
 
 
@@ -88,8 +89,8 @@ class OptimConfig:
     random_flipping_rate: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(_is_count(self.epochs) and self.epochs >= 1, "--epochs", self.epochs, "train for 1 epoch or more")
-        _check(_is_count(self.batch_size) and self.batch_size >= 2, "--batch_size", self.batch_size,
+        _check(_is_whole_number(self.epochs) and self.epochs >= 1, "--epochs", self.epochs, "train for 1 epoch or more")
+        _check(_is_whole_number(self.batch_size) and self.batch_size >= 2, "--batch_size", self.batch_size,
                "a group needs at least 2 images (each is scored against the others); use 2 or more")
         _check(_is_number(self.lr) and self.lr > 0, "--lr", self.lr, "give a finite learning rate above 0")
         _check(_is_number(self.weight_decay) and self.weight_decay >= 0, "--weight_decay", self.weight_decay,
@@ -127,13 +128,13 @@ class LaunchConfig:
     dist_timeout: float = 1800.0  # seconds before a stuck collective fails
 
     def __post_init__(self) -> None:
-        _check(_is_count(self.nodes) and self.nodes >= 1, "--world-size", self.nodes,
+        _check(_is_whole_number(self.nodes) and self.nodes >= 1, "--world-size", self.nodes,
                "give the number of nodes, 1 or more")
         _check(self.nodes == 1 or self.multiprocessing_distributed, "--world-size", self.nodes,
                "several nodes need --multiprocessing-distributed (or launch with torchrun)")
-        _check(_is_count(self.node_rank) and 0 <= self.node_rank < self.nodes, "--rank", self.node_rank,
+        _check(_is_whole_number(self.node_rank) and 0 <= self.node_rank < self.nodes, "--rank", self.node_rank,
                f"give this node's rank, from 0 to --world-size - 1 ({self.nodes - 1})")
-        _check(_is_count(self.cpu_processes) and self.cpu_processes >= 1, "--cpu-processes", self.cpu_processes,
+        _check(_is_whole_number(self.cpu_processes) and self.cpu_processes >= 1, "--cpu-processes", self.cpu_processes,
                "give 1 or more processes per node")
         _check(self.dist_backend in (None, *BACKEND_CHOICES), "--dist-backend", self.dist_backend,
                f"use one of {', '.join(BACKEND_CHOICES)}")
@@ -155,7 +156,7 @@ class RunConfig:
                "name the run folder")
         _check(not (self.overwrite and self.resume), "--overwrite", "with --resume",
                "choose one: --resume continues the run in --save_path, --overwrite starts it afresh")
-        _check(self.stop_after_epoch is None or (_is_count(self.stop_after_epoch) and self.stop_after_epoch >= 1),
+        _check(self.stop_after_epoch is None or (_is_whole_number(self.stop_after_epoch) and self.stop_after_epoch >= 1),
                "--stop-after-epoch", self.stop_after_epoch, "give a number of epochs, 1 or more")
 
 
@@ -171,18 +172,18 @@ class TrainConfig:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    seed: int = 2024
+    seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model.backbone, str) and bool(self.model.backbone), "--backbone",
                repr(self.model.backbone), "name a timm model")
-        _check(_is_count(self.model.img_size) and self.model.img_size >= MIN_IMG_SIZE, "--img-size",
+        _check(_is_whole_number(self.model.img_size) and self.model.img_size >= MIN_IMG_SIZE, "--img-size",
                self.model.img_size, f"use {MIN_IMG_SIZE} pixels or more (the published size is 224)")
-        _check(_is_count(self.model.cnn_dim) and self.model.cnn_dim >= 1, "--cnn-dim", self.model.cnn_dim,
+        _check(_is_whole_number(self.model.cnn_dim) and self.model.cnn_dim >= 1, "--cnn-dim", self.model.cnn_dim,
                "use a whole number of channels such as 192 or 384")
         _check(isinstance(self.pretrained, str) and bool(self.pretrained), "--pretrained", repr(self.pretrained),
                "use imagenet, a weights file or none")
-        _check(_is_count(self.seed) and 0 <= self.seed < 2**32, "--seed", self.seed,
+        _check(_is_whole_number(self.seed) and 0 <= self.seed < 2**32, "--seed", self.seed,
                "use a whole number from 0 to 2**32 - 1")
 
     @property

@@ -7,6 +7,7 @@ so a run stopped anywhere and resumed lists every epoch exactly once.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -68,7 +69,7 @@ def claim_run_folder(run: RunConfig) -> Iterator[Path]:
         raise UserError(f"--save_path {folder}: is a file, not a folder; give a folder (it is created if missing)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / LOCK_FILE, "a+")
+        lock = open(folder / LOCK_FILE, "a+b", buffering=0)  # unbuffered: a failed write leaves nothing to flush
     except OSError as error:
         raise UserError(f"--save_path {folder}: cannot write there ({error.strerror or error}); "
                         "choose a folder you can write to") from None
@@ -77,12 +78,18 @@ def claim_run_folder(run: RunConfig) -> Iterator[Path]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            raise UserError(f"--save_path {folder}: another training run ({lock.read().strip() or 'unknown'}) "
+            holder = lock.read().decode(errors="replace").strip() or "unknown"
+            raise UserError(f"--save_path {folder}: another training run ({holder}) "
                             "is using this folder; wait for it to end or choose another --save_path") from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        lock.flush()
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(f"--save_path {folder}: the disk is full (no space for the lock file {LOCK_FILE}); "
+                            "free some space or choose a --save_path on another disk") from error
         found = [name for name in RUN_RESULTS if (folder / name).exists()]
         if found and not run.resume:
             if not run.overwrite:

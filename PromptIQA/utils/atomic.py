@@ -5,6 +5,7 @@ import csv
 import errno
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -50,15 +51,19 @@ def _disk_full(error: BaseException) -> bool:
     return False
 
 
-@contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Write to a temp file beside `path`, then fsync and rename it over `path`.
+STDOUT = "-"
 
-    If the block raises (or the process is interrupted), the temp file is removed and `path` keeps
-    its previous content. The new file gets the permissions a plain open() would give it; a full
-    disk raises UserError naming the file.
-    """
-    path = Path(path)
+
+@contextmanager
+def _stdout(mode: str) -> Iterator[IO]:
+    """sys.stdout (its bytes for a binary mode), flushed and left open."""
+    stream = sys.stdout.buffer if "b" in mode else sys.stdout
+    yield stream
+    stream.flush()
+
+
+@contextmanager
+def _replace_atomically(path: Path, mode: str, **kwargs) -> Iterator[IO]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
@@ -78,11 +83,34 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
         raise
 
 
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open `path` for writing so that no reader ever sees a partial regular file.
+
+    A regular file (or a new one) is written to a temp file beside it, then fsynced and renamed over
+    it: if the block raises (or the process is interrupted), the temp file is removed and the file
+    keeps its previous content. The new file gets the permissions a plain open() would give it; a full
+    disk raises UserError naming the file. A symlink is followed: its target is replaced atomically
+    and the link stays. A FIFO or a device (/dev/stdout, a pipe a reader waits on) cannot be replaced
+    and is written to directly, as is stdout for `-`.
+    """
+    if os.fspath(path) == STDOUT:
+        with _stdout(mode) as stream:
+            yield stream
+        return
+    target = Path(os.path.realpath(path))  # the file a symlink (or a chain of them) points to
+    if target.exists() and not target.is_file():  # a FIFO, character device or socket: stream to it
+        with open(target, mode, **kwargs) as f:
+            yield f
+        return
+    with _replace_atomically(target, mode, **kwargs) as f:
+        yield f
+
+
 def write_csv_atomic(path: str | os.PathLike, header: list[str], rows: Iterable[Iterable]) -> None:
     """Write a CSV through a temp file and a rename, so a failure leaves no partial file."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: folder {path.parent} does not exist")
+    if os.fspath(path) != STDOUT and not Path(os.path.realpath(path)).parent.is_dir():
+        raise UserError(f"{path}: folder {Path(path).parent} does not exist")
     with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)

@@ -5,6 +5,8 @@ is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -25,3 +27,13 @@ class UserError(Exception):
 
     def __reduce__(self) -> tuple:
         return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+@contextmanager
+def naming(flag: str) -> Iterator[None]:
+    """Prefix a UserError raised in the block with the command-line flag that gave the input: library
+    messages say what is wrong (path, row, reason), the command line says which flag it came from."""
+    try:
+        yield
+    except UserError as error:
+        raise UserError(f"{flag} {error}") from error

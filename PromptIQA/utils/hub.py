@@ -23,21 +23,27 @@ def how_to_get_checkpoint(folder: Path) -> str:
             "or train a small demo model with `python train.py --demo` and pass --checkpoint runs/demo/best.pth.tar.")
 
 
-def parse_hf_name(name: str, flag: str = "--checkpoint") -> tuple[str, str]:
-    """`hf:OWNER/REPO[/FILE]` -> (repo id, file name inside the repository)."""
-    parts = name[len(HF_PREFIX):].strip("/").split("/")
-    if len(parts) < 2 or not all(parts):
-        raise UserError(f"{flag} {name}: expected {HF_PREFIX}OWNER/REPO or {HF_PREFIX}OWNER/REPO/FILE, "
+def parse_hf_name(name: str) -> tuple[str, str]:
+    """`hf:OWNER/REPO[/FILE]` -> (repo id, file name inside the repository).
+
+    Every part must be a plain name: no empty, `.` or `..` parts and no backslashes, so a name can
+    never point outside the repository (huggingface_hub would refuse such names with a bare ValueError).
+    """
+    rest = name[len(HF_PREFIX):]
+    parts = rest.strip("/").split("/")
+    if "\\" in rest or len(parts) < 2 or not all(parts) or any(part in (".", "..") for part in parts):
+        raise UserError(f"{name}: not a Hugging Face checkpoint name; expected {HF_PREFIX}OWNER/REPO or "
+                        f"{HF_PREFIX}OWNER/REPO/FILE with plain names (no empty, '.' or '..' parts, no backslashes), "
                         f"e.g. {HF_PREFIX}{PUBLISHED_REPO}")
     return "/".join(parts[:2]), "/".join(parts[2:]) or PUBLISHED_FILE
 
 
-def _download(repo_id: str, filename: str, name: str, flag: str) -> Path:
+def _download(repo_id: str, filename: str, name: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.utils import EntryNotFoundError, HFValidationError
     except ImportError:
-        raise UserError(f"{flag} {name}: needs the huggingface_hub package; pip install huggingface_hub") from None
+        raise UserError(f"{name}: needs the huggingface_hub package; pip install huggingface_hub") from None
     try:
         return Path(hf_hub_download(repo_id, filename))
     except (EntryNotFoundError, HFValidationError, OSError) as error:  # hub errors are OSErrors or these
@@ -45,13 +51,13 @@ def _download(repo_id: str, filename: str, name: str, flag: str) -> Path:
         where = ("HF_HUB_OFFLINE is set and the file is not in the local cache; unset it once to download"
                  if offline else "check the name, your network connection, and access rights to the repository")
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{flag} {name}: cannot get {filename} from {repo_id} ({reason}); {where}") from None
+        raise UserError(f"{name}: cannot get {filename} from {repo_id} ({reason}); {where}") from error
 
 
-def resolve_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> Path:
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A local checkpoint path as it is; an `hf:` name as the path of the cached (downloaded) file."""
     name = os.fspath(path)
     if not name.startswith(HF_PREFIX):
         return Path(path)
-    repo_id, filename = parse_hf_name(name, flag)
-    return _download(repo_id, filename, name, flag)
+    repo_id, filename = parse_hf_name(name)
+    return _download(repo_id, filename, name)
