@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import ROOT
 
+from PromptIQA import create_metric
 from PromptIQA.utils.errors import UserError
 from PromptIQA.utils.hub import parse_hf_name
 
@@ -62,7 +63,18 @@ def test_parse_hf_name(name, expected):
     assert parse_hf_name(name) == expected
 
 
-@pytest.mark.parametrize("name", ["hf:", "hf:onlyowner", "hf:a//c"])
+@pytest.mark.parametrize("name", ["hf:", "hf:onlyowner", "hf:a//c", "hf:owner/repo/../../x", "hf:owner/repo/sub/../..",
+                                  "hf:owner/..", "hf:owner/repo/a\\..\\b.pth", "hf:./repo"])
 def test_malformed_hf_names_are_refused(name):
-    with pytest.raises(UserError, match="expected hf:OWNER/REPO"):
+    with pytest.raises(UserError, match="expected hf:OWNER/REPO") as err:
         parse_hf_name(name)
+    assert str(err.value).startswith(f"{name}: not a Hugging Face checkpoint name")
+
+
+def test_hf_names_with_parent_segments_are_clear_errors_in_test_py_and_create_metric(prompt_dir, tmp_path):
+    (tmp_path / "hub").mkdir()
+    proc = score("hf:owner/repo/../../x", prompt_dir, tmp_path / "hub")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: --checkpoint hf:owner/repo/../../x: not a Hugging Face checkpoint name" in proc.stderr
+    with pytest.raises(UserError, match="hf:owner/repo/sub/../..: not a Hugging Face checkpoint name"):
+        create_metric(checkpoint="hf:owner/repo/sub/../..", prompts=prompt_dir / "prompts.json", device="cpu")

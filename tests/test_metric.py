@@ -81,3 +81,59 @@ def test_torch_hub_load_returns_the_metric(tiny_checkpoint, prompt_dir):
     query = str(prompt_dir / "query.jpg")
     direct = PromptIQA.create_metric(checkpoint=tiny_checkpoint, prompts=prompt_dir / "prompts.json", device="cpu")
     assert hub_metric(query).item() == direct(query).item()
+
+
+def test_a_parents_train_mode_leaves_the_metric_network_in_eval(tiny_checkpoint, prompt_dir):
+    metric = PromptIQA.create_metric(checkpoint=tiny_checkpoint, prompts=prompt_dir / "prompts.json", device="cpu",
+                                     as_loss=True)
+    parent = torch.nn.ModuleDict({"head": torch.nn.Linear(2, 2), "quality": metric})
+    images = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+    before = metric(images).detach()
+    buffers = {name: b.clone() for name, b in metric.net.named_buffers()}
+    assert any("running_mean" in name for name in buffers)  # the network has BatchNorm statistics to spoil
+    parent.train()
+    assert parent["head"].training and metric.training and not metric.net.training
+    assert not any(m.training for m in metric.net.modules())
+    for _ in range(2):
+        assert torch.equal(metric(images).detach(), before)
+    assert all(torch.equal(b, buffers[name]) for name, b in metric.net.named_buffers())
+    assert not any(p.requires_grad for p in metric.net.parameters())
+
+
+@pytest.mark.parametrize("images, message", [
+    ([], "no images given"),
+    (torch.rand(0, 3, 32, 32), "holds no images"),
+    (torch.full((1, 3, 32, 32), 2.0), "values from 2 to 2; float tensors must hold RGB in \\[0, 1\\]"),
+    (torch.full((1, 3, 32, 32), -0.5), "values from -0.5 to -0.5"),
+    (torch.full((1, 3, 32, 32), float("nan")), "NaN or infinite values; give RGB values in \\[0, 1\\]"),
+    (torch.full((1, 3, 32, 32), float("inf")), "NaN or infinite values"),
+    (torch.ones(1, 3, 32, 32, dtype=torch.int32), "give float RGB in \\[0, 1\\] or uint8"),
+], ids=["empty-list", "empty-batch", "above-one", "negative", "nan", "inf", "int32"])
+def test_inputs_the_metric_cannot_score_are_refused(metric, images, message):
+    with pytest.raises(PromptIQA.UserError, match=message):
+        metric(images)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_batch_sizes_below_one_are_refused(tiny_checkpoint, prompt_dir, batch_size):
+    with pytest.raises(PromptIQA.UserError, match=f"batch_size={batch_size!r}: give a whole number"):
+        PromptIQA.create_metric(checkpoint=tiny_checkpoint, prompts=prompt_dir / "prompts.json", device="cpu",
+                                batch_size=batch_size)
+
+
+def test_uint8_tensors_are_read_as_0_to_255(metric):
+    pixels = torch.randint(0, 256, (2, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(metric(pixels), metric(pixels.float() / 255))
+
+
+def test_paths_pil_images_and_tensors_score_alike_in_bf16(tiny_checkpoint, prompt_dir):
+    """One precision for every kind of input: an image at the network's size needs no resizing, so the
+    three inputs reach the network as the same tensor."""
+    metric = PromptIQA.create_metric(checkpoint=tiny_checkpoint, prompts=prompt_dir / "prompts.json", device="cpu",
+                                     precision="bf16")
+    path = write_image(prompt_dir / "full.png", seed=3, size=(224, 224))
+    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).unsqueeze(0)
+    by_path, by_pil, by_tensor = metric(path), metric(Image.open(path)), metric(pixels)
+    assert torch.equal(by_path, by_pil) and torch.equal(by_path, by_tensor)
+    fp32 = PromptIQA.create_metric(checkpoint=tiny_checkpoint, prompts=prompt_dir / "prompts.json", device="cpu")
+    assert not torch.equal(fp32(path), by_path)  # bf16 is in effect for all three

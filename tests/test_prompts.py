@@ -69,3 +69,17 @@ def test_numbers_given_as_text_still_count(tmp_path, images):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"isp": [[images[0], "0.25"], [images[1], 1]]}))
     assert read_prompt_file(path).scores == (0.25, 1.0)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("long.json", lambda rows: '{"isp": [["%s", %s]]}' % (rows[0], "9" * 5000), "a number too long to read"),
+    ("deep.json", lambda rows: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("wide.csv", lambda rows: "path,score\n%s,%s\n" % (rows[0], "x" * 131_073), "line 2: not a readable CSV row"),
+    ("long.csv", lambda rows: "path,score\n%s,%s\n" % (rows[0], "9" * 5000), "is outside the score range"),
+], ids=["5000-digit-json", "deep-json", "huge-csv-field", "5000-digit-csv"])
+def test_hostile_prompt_files_are_user_errors(tmp_path, images, name, text, message):
+    path = tmp_path / name
+    path.write_text(text(images))
+    with pytest.raises(UserError, match=message) as err:
+        read_prompt_file(path)
+    assert str(err.value).startswith(str(path)) and len(str(err.value)) < 400

@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import tempfile
+import threading
 
 import pytest
 import torch
@@ -97,3 +98,34 @@ def test_rewritten_files_keep_their_mode(tmp_path, umask):
     with atomic_open(path) as f:
         f.write('{"epochs": 1}')
     assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_text() == '{"epochs": 1}'
+
+
+def test_a_checkpoint_written_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "best.pth.tar"
+    target.write_bytes(b"old")
+    link = tmp_path / "best.pth.tar"
+    link.symlink_to(target)
+    save_checkpoint({"epoch": 3}, link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert torch.load(target, weights_only=True) == {"epoch": 3}
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["best.pth.tar"]
+
+
+def test_a_fifo_is_written_to_and_stays_a_fifo(tmp_path):
+    fifo = tmp_path / "scores.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes().decode()))
+    reader.start()
+    write_csv_atomic(fifo, ["path", "score"], [["a.png", "0.5"]])
+    reader.join(timeout=30)
+    assert received == ["path,score\r\na.png,0.5\r\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.fifo"]
+
+
+def test_dash_writes_to_stdout(capsys):
+    write_csv_atomic("-", ["path", "score"], [["a.png", "0.5"]])
+    with atomic_open("-") as stream:
+        stream.write("done\n")
+    assert capsys.readouterr().out == "path,score\r\na.png,0.5\r\ndone\n"

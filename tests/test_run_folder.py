@@ -2,6 +2,8 @@
 and a --save_path that cannot hold a run is refused before any work."""
 from __future__ import annotations
 
+import errno
+import io
 import os
 import subprocess
 import sys
@@ -13,7 +15,9 @@ from training_fixtures import training_args, write_training_data
 from PromptIQA.commands import train
 from PromptIQA.commands.common import run_main
 from PromptIQA.training.config import RunConfig
+from PromptIQA.training import run_folder
 from PromptIQA.training.run_folder import claim_run_folder
+from PromptIQA.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +100,19 @@ def test_a_save_path_that_cannot_hold_a_run_is_refused_before_any_work(data, tmp
     assert run_main(train.main, training_args(data, save_path, "--cache-dir", str(cache))) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --save_path {save_path}: {message}") and not cache.exists()
+
+
+class _FullDisk(io.FileIO):
+    """The lock file on a disk with no space left: every write fails as the kernel reports it."""
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_claiming_the_folder_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_folder, "open", lambda path, mode, **kwargs: _FullDisk(path, "a+"), raising=False)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match="the disk is full") as err:
+        with claim_run_folder(RunConfig(save_path=str(run))):
+            pass
+    assert str(err.value).startswith(f"--save_path {run}: ") and "another disk" in str(err.value)

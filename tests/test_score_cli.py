@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -184,7 +187,8 @@ USER_ERRORS = {
     "garbage-checkpoint": (
         lambda d: {"--checkpoint": _write(d / "junk.pth", "\0" * 64)}, "not a loadable PyTorch checkpoint"
     ),
-    "wrong-backbone": (lambda d: {"--backbone": "resnet18"}, "do not fit --backbone resnet18"),
+    "wrong-backbone": (lambda d: {"--backbone": "resnet18"}, "do not fit backbone resnet18"),
+    "hf-parent-segment": (lambda d: {"--checkpoint": "hf:owner/repo/../../x"}, "not a Hugging Face checkpoint name"),
     "unknown-backbone": (lambda d: {"--backbone": "vit_tinny"}, "not a timm model"),
     "missing-prompts": (lambda d: {"--prompts": d / "nope.json"}, "--prompts .*nope.json: file not found"),
     "prompt-format": (lambda d: {"--prompts": d / "isp" / "p0.png"}, "use a .json file"),
@@ -227,3 +231,109 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 2 and "error: --prompts" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_reversed_lower_is_better_prompts_are_labelled_higher_is_better(base, prompt_dir, capsys):
+    query = ["--images", prompt_dir / "query.jpg"]
+    code, _, err = run(base + query + ["--lower-is-better", "--reverse-prompts"], capsys)
+    assert code == 0 and "higher is better" in err and "lower is better" not in err
+    code, _, err = run(base + query + ["--lower-is-better"], capsys)
+    assert code == 0 and "lower is better" in err
+
+
+def _unscored_command(prompt_dir, *flags):
+    """A command line whose checkpoint does not exist: a refusal here comes before the model loads."""
+    return ["--checkpoint", prompt_dir / "missing.pth.tar", "--prompts", prompt_dir / "prompts.json",
+            "--images", prompt_dir / "query.jpg", *flags]
+
+
+@pytest.mark.parametrize("output, message", [
+    ("/proc/scores.csv", "kernel pseudo-filesystem"),
+    ("/sys/scores.csv", "kernel pseudo-filesystem"),
+    (lambda d: d / "prompts.json", "is also an input"),
+    (lambda d: d / "query.jpg", "is also an input"),
+    (lambda d: d / "isp" / "p1.png", "is also an input"),
+], ids=["proc", "sys", "prompt-file", "scored-image", "isp-image"])
+def test_output_that_cannot_or_must_not_be_written_is_refused_before_scoring(prompt_dir, output, message, capsys):
+    output = output(prompt_dir) if callable(output) else output
+    before = {p: p.read_bytes() for p in prompt_dir.rglob("*") if p.is_file()}
+    code, out, err = run(_unscored_command(prompt_dir, "--output", output), capsys)
+    assert code == 2 and out == "" and f"error: --output {output}: " in err and message in err, err
+    assert {p: p.read_bytes() for p in prompt_dir.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--device", "meta"], "meta, mps and other devices are not supported"),
+    (["--device", "mps"], "meta, mps and other devices are not supported"),
+    (["--img-size", "-5"], "--img-size: -5 is too small; give 32 or more"),
+    (["--img-size", "0"], "--img-size: 0 is too small; give 32 or more"),
+    (["--score-range", "0", "1e400"], "'1e400' is not a finite number"),
+], ids=["meta", "mps", "negative-size", "zero-size", "infinite-range"])
+def test_devices_sizes_and_ranges_are_checked_when_parsed(prompt_dir, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(_unscored_command(prompt_dir, *flags), capsys)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_score_range_wider_than_float_range_is_refused(prompt_dir, capsys):
+    low = "-" + "9" * 308  # finite, but MAX - MIN is not
+    code, out, err = run(_unscored_command(prompt_dir, "--score-range", low, "1.7e308"), capsys)
+    assert code == 2 and out == "" and "error: --score-range score range" in err and "difference is finite" in err
+
+
+def test_a_negative_minimum_in_exponent_form_is_accepted(tiny_checkpoint, prompt_dir, capsys):
+    rows = json.loads((prompt_dir / "prompts.json").read_text())["isp"]
+    (prompt_dir / "wide.json").write_text(json.dumps({"isp": [[p, -1000 + 1005 * s] for p, s in rows]}))
+    code, out, err = run(["--checkpoint", tiny_checkpoint, "--device", "cpu", "--prompts", prompt_dir / "wide.json",
+                          "--score-range", "-1e3", "5", "--images", prompt_dir / "query.jpg"], capsys)
+    (score,) = score_lines(out).values()
+    assert code == 0 and "scores on [-1000, 5]" in err and -1000 <= score <= 5
+
+
+def test_output_through_a_symlink_writes_its_target_and_keeps_the_link(base, prompt_dir, tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    target = tmp_path / "results" / "scores.csv"
+    target.write_text("old\n")
+    link = prompt_dir / "link.csv"
+    link.symlink_to(target)
+    code, out, _ = run(base + ["--images", prompt_dir / "query.jpg", "--output", link], capsys)
+    assert code == 0 and link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().splitlines()[0] == "path,score" and str(prompt_dir / "query.jpg") in target.read_text()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scores.csv"]  # no temp file left beside it
+
+
+def test_output_to_a_fifo_streams_to_its_reader(tiny_checkpoint, prompt_dir, tmp_path):
+    fifo = tmp_path / "scores.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "--checkpoint", str(tiny_checkpoint), "--device",
+                           "cpu", "--prompts", str(prompt_dir / "prompts.json"), "--images",
+                           str(prompt_dir / "query.jpg"), "--output", str(fifo)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    reader.join(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and received[0].startswith("path,score")
+    assert str(prompt_dir / "query.jpg") in received[0]
+
+
+def test_output_dash_writes_the_csv_to_stdout(tiny_checkpoint, prompt_dir):
+    proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "--checkpoint", str(tiny_checkpoint), "--device",
+                           "cpu", "--prompts", str(prompt_dir / "prompts.json"), "--images",
+                           str(prompt_dir / "query.jpg"), "--output", "-"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(proc.stdout.splitlines()))
+    assert [r["path"] for r in rows] == [str(prompt_dir / "query.jpg")] and 0 <= float(rows[0]["score"]) <= 1
+    assert not (ROOT / "-").exists()
+
+
+def test_promptiqa_debug_shows_the_traceback_of_a_user_error(tmp_path):
+    argv = [sys.executable, str(ROOT / "test.py"), "--prompts", str(tmp_path / "p.json"), "--images", str(tmp_path)]
+    plain = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    debug = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PROMPTIQA_DEBUG": "1"})
+    assert plain.returncode == debug.returncode == 2 and "Traceback" not in plain.stderr
+    assert "Traceback" in debug.stderr and "read_prompt_file" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]

@@ -376,3 +376,11 @@ def test_a_refused_resume_leaves_the_run_record_as_it_was(two_epochs, data, tmp_
 
 def test_every_network_setting_is_compared_on_resume():
     assert set(NETWORK_FLAGS) == {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+@pytest.mark.parametrize("device", ["meta", "mps"])
+def test_unsupported_devices_are_refused_when_parsed(device, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--device", device])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"--device: '{device}': use auto, cpu, cuda or cuda:INDEX" in err

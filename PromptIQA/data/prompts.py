@@ -74,7 +74,7 @@ def _csv_rows(path: Path) -> list:
             raise UserError(f"{path}: a prompt CSV needs the header 'path,score' (found: {reader.fieldnames})")
         return [[row["path"], row["score"]] for row in reader]
     except csv.Error as err:  # e.g. a field over the csv module's size limit (131,072 characters)
-        raise UserError(f"{path}: line {reader.line_num}: not a readable CSV row ({err}); a prompt CSV has "
+        raise UserError(f"{path}: line {reader.line_num + 1}: not a readable CSV row ({err}); a prompt CSV has "
                         "the columns path,score") from None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.prompts import PromptSet, check_score_range
+from ..data.prompts import PromptSet
 from ..models import PromptIQA
 from ..models.promptiqa import PROMPT_DIM
 from ..utils.atomic import atomic_open
@@ -157,12 +157,13 @@ def _check_record(record: dict) -> str | None:
         return f"{len(vectors)} vectors, {count} paths and {len(record['scores'])} scores; expected one of each per ISP"
     if not all(isinstance(p, str) for p in record["paths"]) or not all(_is_number(s) for s in record["scores"]):
         return "the paths must be text and the scores finite numbers"
-    score_range = record.get("score_range")
+    if "score_range" not in record:
+        return "'score_range' is missing"
+    score_range = record["score_range"]
     if score_range is not None:
         if not (isinstance(score_range, list) and len(score_range) == 2 and all(map(_is_number, score_range))
-                and score_range[0] < score_range[1]):
+                and score_range[0] < score_range[1] and math.isfinite(score_range[1] - score_range[0])):
             return f"score_range is {score_range!r}; expected two finite numbers [MIN, MAX] with MIN < MAX"
-        check_score_range(*score_range)
     return None
 
 
@@ -188,8 +189,7 @@ def check_same_checkpoint(saved: SavedPrompts, model: PromptIQA, source: str | o
     own = in_memory_identity(model) if saved.checkpoint.startswith(_IN_MEMORY) else checkpoint_identity(model)
     if saved.checkpoint != own:
         raise UserError(f"{source}: these prompts were encoded by another checkpoint, so their vectors do not fit "
-                        "this one; use the checkpoint they were encoded with, or encode them again from the prompt "
-                        "file with this checkpoint")
+                        f"this one; use the checkpoint they were encoded with, or {_HOW_TO_SAVE} with this checkpoint")
 
 
 def prepare_prompts(scorer: Scorer, given: PromptSet | SavedPrompts, score_range: tuple[float, float] | None = None,

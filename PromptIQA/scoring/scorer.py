@@ -14,8 +14,10 @@ from ..data.image import read_image, to_tensor
 from ..data.prompts import PromptSet
 from ..models import PromptIQA
 from ..utils.device import check_compile_support, compile_errors, precision_scope, resolve_precision
+from ..utils.lru import LRUCache, file_digest
 
 ImageInput = Sequence[str | os.PathLike] | torch.Tensor
+PROMPT_CACHE_SIZE = 64  # encoded prompt sets kept per Scorer (as many as the web app keeps)
 
 
 class Scorer:
@@ -49,7 +51,7 @@ class Scorer:
             check_compile_support(self.device)
             self._image_features = torch.compile(self.model.image_features)
             self._score_features = torch.compile(self.model.score_features)
-        self._prompt_cache: dict[tuple, torch.Tensor] = {}
+        self._prompt_cache: LRUCache[torch.Tensor] = LRUCache(PROMPT_CACHE_SIZE)
 
     @contextmanager
     def _running(self) -> Iterator[None]:
@@ -79,18 +81,20 @@ class Scorer:
             return torch.cat([self._image_features(batch) for batch in self._batches(images, progress)])
 
     def encode_prompts(self, images: ImageInput, scores: Sequence[float] | torch.Tensor) -> torch.Tensor:
-        """Prompt vectors (n, 128) for ISPs; file-based prompt sets are cached by (path, mtime, score)."""
+        """Prompt vectors (n, 128) for ISPs; file-based prompt sets are cached by the files' contents and
+        the scores (the last PROMPT_CACHE_SIZE sets)."""
         scores = torch.as_tensor(scores, dtype=torch.float32)
         key = None
         if not isinstance(images, torch.Tensor):
-            key = tuple((os.path.abspath(p), os.stat(p).st_mtime_ns) for p in images) + tuple(scores.tolist())
-            if key in self._prompt_cache:
-                return self._prompt_cache[key]
+            key = (tuple(file_digest(p) for p in images), tuple(scores.tolist()))
+            cached = self._prompt_cache.get(key)
+            if cached is not None:
+                return cached
         features = self.image_features(images)
         with self._running():
             prompts = self.model.prompt_vectors(features, scores.to(self.device))
         if key is not None:
-            self._prompt_cache[key] = prompts
+            self._prompt_cache.put(key, prompts)
         return prompts
 
     def encode_prompt_set(self, prompt_set: PromptSet) -> torch.Tensor:

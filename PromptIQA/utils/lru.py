@@ -1,6 +1,9 @@
-"""A small least-recently-used cache: at most `maxsize` entries, the oldest used one goes first."""
+"""Bounded, content-keyed caches: a small least-recently-used cache (at most `maxsize` entries, the
+least recently used goes first) and the file digest that keys entries made from files."""
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from collections import OrderedDict
 from typing import Generic, Hashable, TypeVar
@@ -34,3 +37,12 @@ class LRUCache(Generic[Value]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes: a cache key that changes with the content, not with the name or mtime."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
