@@ -14,8 +14,8 @@ from training_fixtures import training_args, write_training_data
 
 from PromptIQA.commands import train
 from PromptIQA.commands.common import run_main
-from PromptIQA.training.config import RunConfig
 from PromptIQA.training import run_folder
+from PromptIQA.training.config import RunConfig
 from PromptIQA.training.run_folder import claim_run_folder
 from PromptIQA.utils.errors import UserError
 

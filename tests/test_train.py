@@ -23,10 +23,12 @@ from PromptIQA.commands.common import run_main
 from PromptIQA.data import demo as demo_data
 from PromptIQA.data.prepare import open_datasets, read_datasets
 from PromptIQA.models import ModelConfig
+from PromptIQA.training import run as network_module
 from PromptIQA.training.config import DEMO_PRESET, PUBLISHED_DATASETS, TrainConfig
 from PromptIQA.training.run import NETWORK_FLAGS
 from PromptIQA.training.run_folder import RunLog
 from PromptIQA.utils.distributed import DistContext
+from PromptIQA.utils.errors import UserError
 
 ONE_PROCESS = {"launcher": "single", "nodes": 1, "procs_per_node": 1, "world_size": 1, "backend": None}
 
@@ -384,3 +386,18 @@ def test_unsupported_devices_are_refused_when_parsed(device, capsys):
         train.parse_args(["--device", device])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"--device: '{device}': use auto, cpu, cuda or cuda:INDEX" in err
+
+
+@pytest.mark.parametrize("raised, becomes_user_error", [(RuntimeError("shape mismatch"), True), (KeyError("bug"), False)])
+def test_the_network_check_turns_only_size_refusals_into_user_errors(monkeypatch, raised, becomes_user_error):
+    """A backbone refusing the input size is the user's to fix; any other exception is a bug and keeps its type."""
+    def refuse(self, images):
+        raise raised
+
+    monkeypatch.setattr(network_module.PromptIQA, "image_features", refuse)
+    config = TrainConfig(model=ModelConfig(backbone="resnet10t", img_size=32), pretrained="none")
+    with pytest.raises(UserError if becomes_user_error else KeyError) as err:
+        network_module.check_network(config)
+    if becomes_user_error:
+        assert "does not run at --img-size 32 (RuntimeError: shape mismatch)" in str(err.value)
+        assert err.value.__cause__ is raised

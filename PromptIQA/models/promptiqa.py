@@ -9,6 +9,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from ..utils.constants import PUBLISHED_PROMPT_NUM
 from .backbone import (
     CNN_DIM,
     DEFAULT_BACKBONE,
@@ -20,7 +21,6 @@ from .backbone import (
     materialize_buffers,
     resolve_pretrained,
 )
-from ..utils.constants import PUBLISHED_PROMPT_NUM
 from .mal import MAL
 
 PROMPT_DIM = 128

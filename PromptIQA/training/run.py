@@ -22,7 +22,7 @@ from ..models.backbone import resolve_pretrained
 from ..models.checkpoint import read_checkpoint, save_checkpoint
 from ..utils.device import compile_model, resolve_precision, set_matmul_precision
 from ..utils.distributed import DistContext, all_gather_objects
-from ..utils.errors import UserError
+from ..utils.errors import UserError, naming
 from .config import RunConfig, TrainConfig
 from .launch import Topology
 from .run_folder import RunLog, epoch_record
@@ -38,21 +38,20 @@ def check_network(config: TrainConfig) -> None:
     backbone that does not fit, or does not run at --img-size, fails before any image is cached."""
     weights = resolve_pretrained(config.pretrained, config.model.backbone)
     if weights is not None and weights.suffix != ".safetensors":
-        read_checkpoint(weights, flag="--pretrained")
+        with naming("--pretrained"):
+            read_checkpoint(weights)
     size = config.model.img_size
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "copying into a meta parameter is a no-op": as intended here
             model = PromptIQA(config.model, weights).eval()
             model.image_features(torch.empty(2, 3, size, size))  # the rest of the network does not depend on the size
-    except UserError:
-        raise
-    except Exception as error:  # the backbone's own check, whatever form it takes
+    except (RuntimeError, ValueError, AssertionError) as error:  # how timm's backbones refuse an input size
         raise UserError(
             f"--backbone {config.model.backbone} does not run at --img-size {size} "
             f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
             "try the backbone's own image size or a multiple of its patch size, or another backbone"
-        ) from None
+        ) from error
 
 
 def resume_path(run: RunConfig) -> Path | None:
@@ -85,7 +84,8 @@ def check_same_network(saved: ModelConfig, asked: ModelConfig, path: Path) -> No
 
 def read_training_checkpoint(path: Path, config: TrainConfig) -> dict:
     """A `last.pth.tar` this project wrote for the network `config` asks for."""
-    ckpt = read_checkpoint(path, flag="--resume")
+    with naming("--resume"):
+        ckpt = read_checkpoint(path)
     missing = TRAINING_KEYS - set(ckpt)
     if missing:
         raise UserError(f"--resume {path}: not a training checkpoint of this project (no {', '.join(sorted(missing))})")
