@@ -319,15 +319,17 @@ def test_output_to_a_fifo_streams_to_its_reader(tiny_checkpoint, prompt_dir, tmp
     assert str(prompt_dir / "query.jpg") in received[0]
 
 
-def test_output_dash_writes_the_csv_to_stdout(tiny_checkpoint, prompt_dir):
+@pytest.mark.parametrize("output", ["-", "/dev/stdout"])
+def test_output_to_stdout_writes_the_csv_there(tiny_checkpoint, prompt_dir, output):
+    kind = os.lstat(output).st_mode if output != "-" else None
     proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "--checkpoint", str(tiny_checkpoint), "--device",
                            "cpu", "--prompts", str(prompt_dir / "prompts.json"), "--images",
-                           str(prompt_dir / "query.jpg"), "--output", "-"],
+                           str(prompt_dir / "query.jpg"), "--output", output],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader(proc.stdout.splitlines()))
+    rows = list(csv.DictReader(line for line in proc.stdout.splitlines() if "," in line))
     assert [r["path"] for r in rows] == [str(prompt_dir / "query.jpg")] and 0 <= float(rows[0]["score"]) <= 1
-    assert not (ROOT / "-").exists()
+    assert not (ROOT / "-").exists() and (output == "-" or os.lstat(output).st_mode == kind)  # never replaced
 
 
 def test_promptiqa_debug_shows_the_traceback_of_a_user_error(tmp_path):

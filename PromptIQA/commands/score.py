@@ -43,7 +43,7 @@ from ..scoring.saved_prompts import (
     save_prompts,
 )
 from ..scoring.scorer import Scorer
-from ..utils.atomic import write_csv_atomic
+from ..utils.atomic import is_stream, write_csv_atomic
 from ..utils.constants import CHECKPOINT_DIR, DEFAULT_SEED, EXAMPLES_DIR, MIN_IMG_SIZE
 from ..utils.device import PRECISION_CHOICES, precision_scope, resolve_device, resolve_precision
 from ..utils.distributed import DistContext
@@ -150,7 +150,7 @@ _PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"))
 def check_output(path: str) -> None:
     """Refuse an --output the CSV cannot be written to, before any work is done. `-` is stdout; a
     symlink is checked at its target; a FIFO or a character device is written to as it is."""
-    if path == "-":
+    if path == "-" or is_stream(path):
         return
     target = Path(path).resolve()
     if any(target.is_relative_to(root) for root in _PSEUDO_FILESYSTEMS):

@@ -98,13 +98,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
         with _stdout(mode) as stream:
             yield stream
         return
-    target = Path(os.path.realpath(path))  # the file a symlink (or a chain of them) points to
-    if target.exists() and not target.is_file():  # a FIFO, character device or socket: stream to it
-        with open(target, mode, **kwargs) as f:
+    if is_stream(path):
+        with open(path, mode, **kwargs) as f:
             yield f
         return
-    with _replace_atomically(target, mode, **kwargs) as f:
+    with _replace_atomically(Path(os.path.realpath(path)), mode, **kwargs) as f:  # through any symlinks
         yield f
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether `path` is (or a symlink leads to) something other than a regular file or a folder: a FIFO,
+    a character device such as /dev/stdout or /dev/null, a socket. Those are written to, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def write_csv_atomic(path: str | os.PathLike, header: list[str], rows: Iterable[Iterable]) -> None:
