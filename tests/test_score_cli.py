@@ -208,7 +208,6 @@ USER_ERRORS = {
     "empty-folder": (_empty_folder, "no images in this folder"),
     "truncated-query": (_truncated_query, "query.jpg: the image is truncated"),
     "unavailable-device": (lambda d: {"--device": NO_CUDA_DEVICE}, f"--device {NO_CUDA_DEVICE}"),
-    "bad-device": (lambda d: {"--device": "tpu"}, "use auto, cpu, cuda"),
 }
 
 
@@ -263,12 +262,13 @@ def test_output_that_cannot_or_must_not_be_written_is_refused_before_scoring(pro
 
 
 @pytest.mark.parametrize("flags, message", [
+    (["--device", "tpu"], "'tpu': use auto, cpu, cuda or cuda:INDEX"),
     (["--device", "meta"], "meta, mps and other devices are not supported"),
     (["--device", "mps"], "meta, mps and other devices are not supported"),
     (["--img-size", "-5"], "--img-size: -5 is too small; give 32 or more"),
     (["--img-size", "0"], "--img-size: 0 is too small; give 32 or more"),
     (["--score-range", "0", "1e400"], "'1e400' is not a finite number"),
-], ids=["meta", "mps", "negative-size", "zero-size", "infinite-range"])
+], ids=["unknown-device", "meta", "mps", "negative-size", "zero-size", "infinite-range"])
 def test_devices_sizes_and_ranges_are_checked_when_parsed(prompt_dir, flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(_unscored_command(prompt_dir, *flags), capsys)
