@@ -20,13 +20,18 @@ import pytest
 import torch
 from conftest import EXAMPLES, ROOT, write_image
 
-from PromptIQA.app import webapp
+from PromptIQA.app import requests
+from PromptIQA.app.examples import demo_examples
+from PromptIQA.app.models import ModelRegistry, PromptCache
+from PromptIQA.app.results import score_page_request
+from PromptIQA.app.texts import HIGHER, LOWER
 from PromptIQA.commands import app as app_cli
 from PromptIQA.commands.common import run_main
 from PromptIQA.data.prompts import PromptSet, read_prompt_file
 from PromptIQA.models import ModelConfig, PromptIQA
 from PromptIQA.models.checkpoint import load_model, save_checkpoint
 from PromptIQA.scoring.scorer import Scorer
+from PromptIQA.utils.constants import PUBLISHED_PROMPT_NUM
 from PromptIQA.utils.errors import UserError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -103,6 +108,14 @@ def scorer(small_checkpoint) -> Scorer:
     return Scorer(load_model(small_checkpoint))
 
 
+@pytest.fixture(scope="module")
+def registry(small_checkpoint) -> ModelRegistry:
+    """The app's models with the small checkpoint as the start-up one."""
+    models = ModelRegistry(torch.device("cpu"))
+    models.load_default(str(small_checkpoint))
+    return models
+
+
 def reference_scores(scorer: Scorer, queries: list[str]) -> np.ndarray:
     """What test.py's code path gives for Example1's prompts and these files."""
     return scorer.score_images(queries, scorer.encode_prompt_set(read_prompt_file(EXAMPLE1 / "prompts.json")))
@@ -130,7 +143,7 @@ def test_command_line_errors_exit_2_without_traceback(capsys):
 def test_rows_are_matched_to_uploads_by_file_name_and_mapped_from_the_score_range(prompt_dir):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
     pairs = [("isp/p2.png", 50), ("p0.png", "0"), ("some/other/folder\\p1.png", 100.0), ("p3.png", 25)]
-    prompt_set = webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "table")
+    prompt_set = requests.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "table")
     assert [Path(p).name for p in prompt_set.paths] == ["p2.png", "p0.png", "p1.png", "p3.png"]
     assert prompt_set.scores == (0.5, 0.0, 1.0, 0.25)
 
@@ -150,23 +163,22 @@ def test_rows_are_matched_to_uploads_by_file_name_and_mapped_from_the_score_rang
 def test_bad_prompt_rows_name_the_row_and_the_fix(prompt_dir, pairs, uploaded, message):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())][:uploaded]
     with pytest.raises(UserError, match=re.escape(message)):
-        webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "ISP table")
+        requests.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "ISP table")
 
 
 def test_table_keeps_scores_and_adds_rows_for_new_uploads(prompt_dir):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
-    table = webapp.table_after_upload(uploads[:2], [["p1.png", 0.3], ["gone.png", None], ["kept.png", 0.9]])
+    table = requests.table_after_upload(uploads[:2], [["p1.png", 0.3], ["gone.png", None], ["kept.png", 0.9]])
     assert table == [["p1.png", 0.3], ["kept.png", 0.9], ["p0.png", None]]
 
 
-def test_page_scores_on_the_score_range_reversed_with_csv(scorer, prompt_dir, tmp_path):
+def test_page_scores_on_the_score_range_reversed_with_csv(scorer, registry, prompt_dir, tmp_path):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
     queries = [str(prompt_dir / "query.jpg"), uploads[0]]
     raw_scores = [10, 30, 50, 70]  # on [0, 100]: the unit scores 0.1 ... 0.7
-    prompt_set = webapp.prompt_set_from_pairs(
+    prompt_set = requests.prompt_set_from_pairs(
         [(Path(p).name, s) for p, s in zip(uploads, raw_scores)], uploads, (0.0, 100.0), "table")
-    model = webapp.LoadedModel(scorer, "small")
-    result = webapp.score_page_request(model, prompt_set, True, queries, (0.0, 100.0), webapp.LOWER, tmp_path)
+    result = score_page_request(registry, registry.default, prompt_set, True, queries, (0.0, 100.0), LOWER, tmp_path)
 
     unit = PromptSet(tuple(uploads), (0.1, 0.3, 0.5, 0.7)).reversed()
     expected = 100 * scorer.score_images(queries, scorer.encode_prompt_set(unit)).astype(np.float64)
@@ -181,27 +193,27 @@ def test_page_scores_on_the_score_range_reversed_with_csv(scorer, prompt_dir, tm
 
 
 @pytest.mark.parametrize("count", [1, pytest.param(33, marks=pytest.mark.slow)])
-def test_any_number_of_isps(scorer, tmp_path, count):
+def test_any_number_of_isps(scorer, registry, tmp_path, count):
     uploads = [str(write_image(tmp_path / f"isp{i}.png", seed=i, size=(24, 24))) for i in range(count)]
     query = str(write_image(tmp_path / "query.png", seed=99))
     pairs = [(Path(p).name, i / count) for i, p in enumerate(uploads)]
-    prompt_set = webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 1.0), "table")
-    result = webapp.score_page_request(webapp.LoadedModel(scorer, "small"), prompt_set, False, [query],
-                                       (0.0, 1.0), webapp.HIGHER, tmp_path)
+    prompt_set = requests.prompt_set_from_pairs(pairs, uploads, (0.0, 1.0), "table")
+    result = score_page_request(registry, registry.default, prompt_set, False, [query], (0.0, 1.0), HIGHER, tmp_path)
     expected = scorer.score_images([query], scorer.encode_prompts(uploads, [s for _, s in pairs]))[0]
     assert abs(result.rows[0][1] - expected) <= TOLERANCE
     assert f"against {count} ISP(s) (the published model was trained with 10)" in result.summary
 
 
-def test_prompt_sets_are_cached_by_content_scores_and_reverse(scorer, tmp_path):
+def test_prompt_sets_are_cached_by_content_and_scores(scorer, registry, tmp_path):
     first = [str(write_image(tmp_path / "a" / f"p{i}.png", seed=i, size=(24, 24))) for i in range(2)]
     copies = [shutil.copy(p, tmp_path / f"copy{i}.png") for i, p in enumerate(first)]
-    model = webapp.LoadedModel(scorer, "small")
-    encoded = model.encode(PromptSet(tuple(first), (0.2, 0.8)), False)
-    assert model.encode(PromptSet(tuple(map(str, copies)), (0.2, 0.8)), False) is encoded  # same bytes elsewhere
-    assert model.encode(PromptSet(tuple(first), (0.2, 0.9)), False) is not encoded
-    assert torch.equal(model.encode(PromptSet(tuple(first), (0.2, 0.8)), True),
-                       scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8)).reversed()))
+    cache, model = PromptCache(), registry.default
+    encoded = cache.encode(model, PromptSet(tuple(first), (0.2, 0.8)))
+    assert cache.encode(model, PromptSet(tuple(map(str, copies)), (0.2, 0.8))) is encoded  # same bytes elsewhere
+    assert cache.encode(model, PromptSet(tuple(first), (0.2, 0.9))) is not encoded
+    assert torch.equal(encoded, scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8))))
+    write_image(Path(first[0]), seed=7, size=(24, 24))  # the same file name, other content
+    assert not torch.equal(cache.encode(model, PromptSet(tuple(first), (0.2, 0.8))), encoded)
 
 
 # ---------------------------------------------------------------- the server, called by scripts
@@ -332,7 +344,7 @@ def test_page_without_a_checkpoint_explains_and_takes_a_path(browser, small_chec
 
 def test_no_demo_examples_before_the_demo_is_built(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
-    assert webapp.demo_examples() == []
+    assert demo_examples() == []
 
 
 @pytest.mark.slow
@@ -341,12 +353,12 @@ def test_demo_prompt_sets_become_examples_once_the_demo_is_built(tmp_path, monke
 
     monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
     build_demo()
-    examples = {e.label.split()[0]: e for e in webapp.demo_examples()}
+    examples = {e.label.split()[0]: e for e in demo_examples()}
     assert set(examples) == {"demo_kadid", "demo_csiq", "demo_brightness"}
-    assert examples["demo_kadid"].direction == webapp.HIGHER and examples["demo_csiq"].direction == webapp.LOWER
-    assert examples["demo_brightness"].direction == webapp.HIGHER
+    assert examples["demo_kadid"].direction == HIGHER and examples["demo_csiq"].direction == LOWER
+    assert examples["demo_brightness"].direction == HIGHER
     for example in examples.values():
-        assert len(example.isp_paths) == webapp.PUBLISHED_PROMPT_NUM and len(example.queries) == 3
+        assert len(example.isp_paths) == PUBLISHED_PROMPT_NUM and len(example.queries) == 3
         assert example.isp_scores == sorted(example.isp_scores) and 0 <= min(example.isp_scores) < max(example.isp_scores) <= 1
         assert all(Path(p).is_file() for p in [*example.isp_paths, *example.queries])
         assert not set(example.isp_paths) & set(example.queries)

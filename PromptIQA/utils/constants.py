@@ -6,3 +6,5 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"  # the published checkpoint and ImageNet weights (not tracked)
 EXAMPLES_DIR = PACKAGE_DIR.parent / "Examples"  # the published prompt sets, in a checkout
+DEFAULT_SEED = 2024  # the published training seed: it fixes the train/test split and the evaluation prompts
+PUBLISHED_PROMPT_NUM = 10  # ISPs per query the published model was trained with
