@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import ROOT, write_image
 
-from PromptIQA.app.models import MAX_LOADED_MODELS, PROMPT_CACHE_SIZE, ModelRegistry, PromptCache, shown_name
+from PromptIQA.app import models as app_models
+from PromptIQA.app.models import PROMPT_CACHE_SIZE, ModelRegistry, PromptCache, shown_name
 from PromptIQA.app.requests import RequestLimits, prompt_set_from_pairs, read_uploaded_prompt_file
 from PromptIQA.data.prompts import PromptSet
 from PromptIQA.models import ModelConfig, PromptIQA
@@ -83,15 +84,27 @@ def test_an_upload_removed_from_the_server_is_named(tmp_path):
         prompt_set_from_pairs([("p0.png", 0.5)], [str(image)], (0.0, 1.0), "ISP table")
 
 
+def encode_distinct_sets(cache: PromptCache, registry: ModelRegistry, image: str, count: int) -> list:
+    return [cache.encode(registry.default, PromptSet((image,), (k / count,))) for k in range(count)]
+
+
 def test_the_prompt_cache_is_bounded_and_the_only_copy(registry, tmp_path):
     image = str(write_image(tmp_path / "p.png", size=(24, 24)))
-    cache, model = PromptCache(), registry.default
-    encoded = [cache.encode(model, PromptSet((image,), (k / 100,))) for k in range(100)]
-    assert len(cache) == PROMPT_CACHE_SIZE
-    assert cache.encode(model, PromptSet((image,), (0.99,))) is encoded[-1]  # the most recent stay
+    cache = PromptCache(size=4)
+    encoded = encode_distinct_sets(cache, registry, image, 10)
+    assert len(cache) == 4
+    assert cache.encode(registry.default, PromptSet((image,), (0.9,))) is encoded[-1]  # the most recent stay
     # the Scorer keeps nothing of its own: encoding the set again there is a new computation
-    scorer_copy = model.scorer.encode_prompt_set(PromptSet((image,), (0.99,)))
+    scorer_copy = registry.default.scorer.encode_prompt_set(PromptSet((image,), (0.9,)))
     assert scorer_copy is not encoded[-1] and torch.allclose(scorer_copy, encoded[-1])
+
+
+@pytest.mark.slow
+def test_a_hundred_prompt_sets_leave_the_cache_size(registry, tmp_path):
+    image = str(write_image(tmp_path / "p.png", size=(24, 24)))
+    cache = PromptCache()
+    encode_distinct_sets(cache, registry, image, 100)
+    assert len(cache) == PROMPT_CACHE_SIZE
 
 
 def test_the_cache_key_holds_the_checkpoint(registry, checkpoints, tmp_path):
@@ -124,14 +137,12 @@ def test_loading_changes_only_the_session_that_loads(registry, checkpoints):
     assert str(checkpoints) not in registry.status(session_b) + registry.status(None)
 
 
-def test_a_model_pushed_out_of_memory_is_read_again_unless_its_file_changed(registry, checkpoints):
+def test_a_model_pushed_out_of_memory_is_read_again_unless_its_file_changed(registry, checkpoints, monkeypatch):
+    monkeypatch.setattr(app_models, "MAX_LOADED_MODELS", 1)
     first = registry.load_choice("b/best.pth.tar")
-    for name in ["c/last.pth.tar", "a/best.pth.tar"][:MAX_LOADED_MODELS]:
-        registry.load_choice(name)
-    again = registry.model(first)
-    assert again.checkpoint == first
-    for name in ["c/last.pth.tar", "a/best.pth.tar"][:MAX_LOADED_MODELS]:
-        registry.load_choice(name)
+    registry.load_choice("c/last.pth.tar")  # pushes b out
+    assert registry.model(first).checkpoint == first  # read again
+    registry.load_choice("c/last.pth.tar")
     small_checkpoint(checkpoints / "runs" / "b" / "best.pth.tar", 5)  # replaced on disk
     with pytest.raises(UserError, match="checkpoint b/best.pth.tar: the file changed"):
         registry.model(first)
