@@ -50,11 +50,14 @@ def free_port() -> int:
 class AppServer:
     """`python app.py ...` in a subprocess on a free port of 127.0.0.1, its output in a log file."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, temp_dir: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
+        self.temp_dir = temp_dir  # Gradio's temp folder, in which the server makes its own
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+        if temp_dir is not None:
+            env["GRADIO_TEMP_DIR"] = str(temp_dir)
         with open(log, "w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "app.py", *args, "--device", "cpu", "--port", str(self.port)],
@@ -74,13 +77,20 @@ class AppServer:
                 time.sleep(0.5)
         pytest.fail(f"app.py did not answer on {self.url}:\n{self.log.read_text()}")
 
-    def stop(self) -> None:
+    def server_folder(self) -> Path:
+        """The folder the server keeps its uploads and results in."""
+        (folder,) = self.temp_dir.glob("promptiqa-app-*")
+        return folder
+
+    def stop(self) -> int | None:
+        """SIGTERM, as a service manager stops it; the exit code, or None if it had to be killed."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=20)
+            return self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            return None
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +105,8 @@ def small_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(small_checkpoint, tmp_path_factory):
-    app = AppServer(["--checkpoint", str(small_checkpoint)], tmp_path_factory.mktemp("app") / "server.log")
+    folder = tmp_path_factory.mktemp("app")
+    app = AppServer(["--checkpoint", str(small_checkpoint)], folder / "server.log", folder / "gradio")
     try:
         app.wait_until_serving()
         yield app
@@ -214,6 +225,80 @@ def test_prompt_sets_are_cached_by_content_and_scores(scorer, registry, tmp_path
     assert torch.equal(encoded, scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8))))
     write_image(Path(first[0]), seed=7, size=(24, 24))  # the same file name, other content
     assert not torch.equal(cache.encode(model, PromptSet(tuple(first), (0.2, 0.8))), encoded)
+
+
+# ---------------------------------------------------------------- in-process: the page's handlers
+
+HOSTILE_PROMPT_FILES = {
+    "huge_number.json": '{"isp": [["p0.png", ' + "9" * 5000 + "]]}",
+    "deep.json": "[" * 100_000 + "]" * 100_000,
+    "long_field.csv": "path,score\n" + "x" * 140_000 + ",0.5\n",
+    "not_json.json": "{isp: ",
+}
+
+
+@pytest.fixture
+def web_app(registry, tmp_path):
+    from PromptIQA.app.page import ServerSettings, WebApp
+    from PromptIQA.app.results import ResultFolders
+
+    return WebApp(registry, ServerSettings(), ResultFolders(tmp_path / "results"))
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PROMPT_FILES))
+def test_a_hostile_prompt_file_gets_a_message_without_traceback_or_server_paths(web_app, prompt_dir, name):
+    import gradio as gr
+
+    from PromptIQA.app.page import page_errors
+
+    (prompt_dir / name).write_text(HOSTILE_PROMPT_FILES[name])
+    isps = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
+    with pytest.raises(gr.Error) as error:
+        page_errors(web_app.score_files)(str(prompt_dir / name), isps, [str(prompt_dir / "query.jpg")])
+    message = error.value.message
+    assert message.strip() not in ("", "Error") and "Traceback" not in message and "File \"" not in message
+    assert str(prompt_dir) not in message  # uploads are named by their file names only
+    if name == "not_json.json":  # a UserError reaches the page as its message
+        assert "not_json.json" in message and "not valid JSON" in message
+
+
+def test_a_bug_in_a_request_is_logged_and_the_page_told_without_traceback(caplog):
+    import gradio as gr
+
+    from PromptIQA.app.page import page_errors
+
+    def divide(numerator: float, denominator: float) -> float:
+        return numerator / denominator
+
+    with pytest.raises(gr.Error) as error:
+        page_errors(divide)(1.0, 0.0)
+    reference = re.search(r"the server failed on this request \(ZeroDivisionError, logged as (\w+)\)",
+                          error.value.message).group(1)
+    record = next(r for r in caplog.records if reference in r.getMessage())
+    assert record.exc_info[0] is ZeroDivisionError  # the traceback is in the log
+
+
+def test_a_page_request_leaves_no_result_folder_behind_once_removed(web_app, prompt_dir):
+    isps = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
+    table = [[Path(p).name, 0.2 * i] for i, p in enumerate(isps)]
+    *_, folder = web_app.score_page(isps, table, 0, 1, HIGHER, False, [str(prompt_dir / "query.jpg")], None)
+    assert Path(folder).parent == web_app.results.root and (Path(folder) / "promptiqa_scores.csv").is_file()
+    web_app.results.remove(folder)  # what the page runs once it has its copies
+    assert list(web_app.results.root.iterdir()) == []
+
+
+def test_a_page_request_over_the_limits_is_refused_before_scoring(registry, prompt_dir, tmp_path):
+    from PromptIQA.app.page import ServerSettings, WebApp
+    from PromptIQA.app.requests import RequestLimits
+    from PromptIQA.app.results import ResultFolders
+
+    results = ResultFolders(tmp_path / "results")
+    web_app = WebApp(registry, ServerSettings(limits=RequestLimits(max_pixels=10_000)), results)
+    isps = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]  # 4 of 56 x 40 pixels
+    with pytest.raises(UserError, match="more than 0.01 megapixels"):
+        web_app.score_page(isps, [[Path(p).name, 0.5] for p in isps], 0, 1, HIGHER, False,
+                           [str(prompt_dir / "query.jpg")], None)
+    assert list(results.root.iterdir()) == []
 
 
 # ---------------------------------------------------------------- the server, called by scripts

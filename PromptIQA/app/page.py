@@ -115,7 +115,6 @@ class WebApp:
         self.registry = registry
         self.settings = settings
         self.results = results
-        self.examples = bundled_examples() + demo_examples()
 
     def load_checkpoint(self, choice: str | None) -> tuple[str, CheckpointId]:
         checkpoint = self.registry.load_choice(choice)
@@ -209,9 +208,10 @@ class WebApp:
         queries = gr.File(label="Images to score (one or many)", file_count="multiple",
                           file_types=IMAGE_FILE_TYPES, type="filepath", height=140, elem_id="queries")
         button = gr.Button("Score", variant="primary", elem_id="score-button")
-        if self.examples:
-            gr.Examples(examples=[e.inputs() for e in self.examples], inputs=[*prompts.for_scoring(), queries],
-                        example_labels=[e.label for e in self.examples], cache_examples=False,
+        examples = bundled_examples() + demo_examples()
+        if examples:
+            gr.Examples(examples=[e.inputs() for e in examples], inputs=[*prompts.for_scoring(), queries],
+                        example_labels=[e.label for e in examples], cache_examples=False,
                         label="Examples: fill the prompts and the query, then press Score")
         summary = gr.Markdown(elem_id="summary")
         results = gr.Dataframe(headers=TABLE_HEADERS, type="array", label="Scores", interactive=False,
