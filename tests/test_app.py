@@ -3,6 +3,7 @@ gradio_client on the named `/score` endpoint and driven in headless Chromium thr
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -331,6 +333,71 @@ def test_corrupt_image_is_named_and_the_server_keeps_serving(server, scorer, tmp
         client.predict(prompts, isps[:-1], [handle_file(str(EXAMPLE1 / "cactus.png"))], api_name="/score")
     result = client.predict(prompts, isps, [handle_file(str(EXAMPLE1 / "cactus.png"))], api_name="/score")
     assert abs(result["data"][0][1] - reference_scores(scorer, [str(EXAMPLE1 / "cactus.png")])[0]) <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def limited_server(small_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("limited")
+    app = AppServer(["--checkpoint", str(small_checkpoint), "--max-file-size", "0.1", "--max-request-pixels", "0.5",
+                     "--concurrency", "2"], folder / "server.log", folder / "gradio")
+    try:
+        app.wait_until_serving()
+        yield app
+    finally:
+        app.stop()
+
+
+def test_a_served_page_has_no_load_box_and_an_upload_limit(limited_server):
+    with urllib.request.urlopen(limited_server.url + "config", timeout=30) as response:
+        config = json.load(response)
+    assert not any(c["props"].get("elem_id") == "checkpoint-choice" for c in config["components"])
+    assert config["max_file_size"] == int(0.1 * 1024 * 1024)
+
+
+def test_scoring_runs_a_bounded_number_of_requests_with_a_bounded_queue(registry, tmp_path):
+    from PromptIQA.app.page import MAX_QUEUED_REQUESTS, ServerSettings, WebApp
+    from PromptIQA.app.results import ResultFolders
+
+    page = WebApp(registry, ServerSettings(concurrency=3), ResultFolders(tmp_path)).build()
+    scoring = {f.name: f.concurrency_limit for f in page.fns.values() if f.concurrency_id == "score"}
+    assert scoring == {"score_page": 3, "score_files": 3}  # the page and /score share the limit
+    assert page._queue.max_size == MAX_QUEUED_REQUESTS
+
+
+def test_uploads_and_requests_are_bounded_and_the_server_removes_its_files_at_sigterm(limited_server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    isps = [write_image(tmp_path / f"p{i}.png", seed=i, size=(32, 32)) for i in range(2)]
+    (tmp_path / "prompts.json").write_text('{"isp": [["p0.png", 0.2], ["p1.png", 0.8]]}')
+    noise = tmp_path / "noise.png"  # about 270 kB: over --max-file-size 0.1 (MB)
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))
+    wide = tmp_path / "wide.png"  # 0.6 megapixels (over the request limit) in a few kB: two flat halves
+    flat = np.zeros((600, 1000, 3), np.uint8)
+    flat[:, 500:] = 200
+    cv2.imwrite(str(wide), flat)
+    client = Client(limited_server.url, verbose=False)
+
+    def score(query: Path) -> list:
+        return client.predict(handle_file(str(tmp_path / "prompts.json")), [handle_file(str(p)) for p in isps],
+                              [handle_file(str(query))], api_name="/score")["data"]
+
+    with open(noise, "rb") as f:  # the server refuses it (gradio_client would not even send it)
+        refused = httpx.post(limited_server.url + "gradio_api/upload", files={"files": f}, timeout=30)
+    assert refused.status_code == 413 and "maximum allowed size" in refused.text
+    with pytest.raises(AppError, match=re.escape("more than 0.5 megapixels (the server's limit per request, "
+                                                 "reached at wide.png)")):
+        score(wide)
+    (tmp_path / "huge_number.json").write_text(HOSTILE_PROMPT_FILES["huge_number.json"])
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(tmp_path / "huge_number.json")), [handle_file(str(p)) for p in isps],
+                       [handle_file(str(isps[0]))], api_name="/score")
+    assert "upstream Gradio app" not in str(error.value)
+    assert [row[0] for row in score(isps[0])] == ["p0.png"]
+    assert list((limited_server.server_folder() / "uploads").rglob("p0.png"))  # the uploads are there
+
+    assert limited_server.stop() == 0  # SIGTERM: a clean stop
+    assert not list(limited_server.temp_dir.glob("promptiqa-app-*"))  # uploads and results are gone
 
 
 # ---------------------------------------------------------------- the page, in a real browser
