@@ -151,6 +151,23 @@ def test_command_line_errors_exit_2_without_traceback(capsys):
     assert "--port 70000" in capsys.readouterr().err
     assert run_main(app_cli.main, ["--device", "tpu"]) == 2
     assert "--device tpu" in capsys.readouterr().err
+    assert run_main(app_cli.main, ["--allow-load", "no/such/folder"]) == 2
+    assert "--allow-load no/such/folder: not a folder" in capsys.readouterr().err
+    assert run_main(app_cli.main, ["--concurrency", "0"]) == 2
+    assert "--concurrency 0: give a number above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["hf:owner/repo/../../x", "hf:owner/repo/sub/../../x", "hf:owner/repo/..\\..\\x"])
+def test_a_start_up_name_that_cannot_load_leaves_a_page_that_says_why(name, monkeypatch, capsys):
+    from PromptIQA.app.page import start_up_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models = ModelRegistry(torch.device("cpu"))
+    start_up_model(models, name)  # no exception: the server goes on to serve its page
+    assert models.default is None
+    status = models.status(None)
+    assert "No model is loaded" in status and f"*Why:* {name}" in status
+    assert name in capsys.readouterr().out
 
 
 def test_rows_are_matched_to_uploads_by_file_name_and_mapped_from_the_score_range(prompt_dir):
