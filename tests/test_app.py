@@ -514,6 +514,7 @@ def test_a_page_loads_a_checkpoint_for_itself_only_and_a_bad_start_up_name_is_ex
         expect(page_a.locator("#model-status")).to_contain_text("Model: b/best.pth.tar (vit_tiny_patch16_224",
                                                                 timeout=60_000)
         page_a.get_by_text("Example1: CSIQ DMOS").click()
+        expect(page_a.locator("#isp-table")).to_contain_text("1600.BLUR.5.png")
         page_a.locator("#score-button").click()
         expected = reference_scores(Scorer(load_model(other)), [str(EXAMPLE1 / "cactus.png")])[0]
         assert abs(page_score(page_a, "cactus.png") - expected) <= TOLERANCE
@@ -522,6 +523,7 @@ def test_a_page_loads_a_checkpoint_for_itself_only_and_a_bad_start_up_name_is_ex
         page_b.reload()  # the other visitor: still no model, and told so when scoring
         expect(page_b.locator("#model-status")).to_contain_text("No model is loaded", timeout=30_000)
         page_b.get_by_text("Example1: CSIQ DMOS").click()
+        expect(page_b.locator("#isp-table")).to_contain_text("1600.BLUR.5.png")
         page_b.locator("#score-button").click()
         expect(page_b.get_by_text("no model is loaded")).to_be_visible(timeout=30_000)
         for page in (page_a, page_b):
