@@ -179,10 +179,10 @@ class ModelRegistry:
             if checkpoint in self._loaded:
                 self._loaded.move_to_end(checkpoint)
                 return self._loaded[checkpoint]
-        if not checkpoint.unchanged():
+        model = self._read(Path(checkpoint.path), checkpoint.shown) if checkpoint.unchanged() else None
+        if model is None or model.checkpoint != checkpoint:  # the page must not name one model and use another
             raise UserError(f"checkpoint {checkpoint.shown}: the file changed or went since this page loaded it; "
                             "load it again")
-        model = self._read(Path(checkpoint.path), checkpoint.shown)
         with self._lock:
             self._remember(model)
         return model
