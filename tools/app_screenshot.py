@@ -55,6 +55,7 @@ def take_screenshot(url: str, example: str, output: Path, chromium: str) -> None
         page.goto(url)
         expect(page.locator("#model-status")).to_contain_text("Model:", timeout=60_000)
         page.get_by_text(example, exact=False).first.click()
+        expect(page.locator("#isp-table")).to_contain_text(".png", timeout=60_000)  # the example is in
         page.locator("#score-button").click()
         expect(page.locator("#placement img")).to_be_visible(timeout=SCORE_LIMIT_MS)
         output.parent.mkdir(parents=True, exist_ok=True)
