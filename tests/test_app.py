@@ -3,6 +3,7 @@ gradio_client on the named `/score` endpoint and driven in headless Chromium thr
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -15,18 +16,24 @@ import urllib.request
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES, ROOT, write_image
 
-from PromptIQA.app import webapp
+from PromptIQA.app import requests
+from PromptIQA.app.examples import demo_examples
+from PromptIQA.app.models import ModelRegistry, PromptCache
+from PromptIQA.app.results import score_page_request
+from PromptIQA.app.texts import HIGHER, LOWER
 from PromptIQA.commands import app as app_cli
 from PromptIQA.commands.common import run_main
 from PromptIQA.data.prompts import PromptSet, read_prompt_file
 from PromptIQA.models import ModelConfig, PromptIQA
 from PromptIQA.models.checkpoint import load_model, save_checkpoint
 from PromptIQA.scoring.scorer import Scorer
+from PromptIQA.utils.constants import PUBLISHED_PROMPT_NUM
 from PromptIQA.utils.errors import UserError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -45,11 +52,14 @@ def free_port() -> int:
 class AppServer:
     """`python app.py ...` in a subprocess on a free port of 127.0.0.1, its output in a log file."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, temp_dir: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
+        self.temp_dir = temp_dir  # Gradio's temp folder, in which the server makes its own
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+        if temp_dir is not None:
+            env["GRADIO_TEMP_DIR"] = str(temp_dir)
         with open(log, "w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "app.py", *args, "--device", "cpu", "--port", str(self.port)],
@@ -69,13 +79,20 @@ class AppServer:
                 time.sleep(0.5)
         pytest.fail(f"app.py did not answer on {self.url}:\n{self.log.read_text()}")
 
-    def stop(self) -> None:
+    def server_folder(self) -> Path:
+        """The folder the server keeps its uploads and results in."""
+        (folder,) = self.temp_dir.glob("promptiqa-app-*")
+        return folder
+
+    def stop(self) -> int | None:
+        """SIGTERM, as a service manager stops it; the exit code, or None if it had to be killed."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=20)
+            return self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            return None
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +107,8 @@ def small_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(small_checkpoint, tmp_path_factory):
-    app = AppServer(["--checkpoint", str(small_checkpoint)], tmp_path_factory.mktemp("app") / "server.log")
+    folder = tmp_path_factory.mktemp("app")
+    app = AppServer(["--checkpoint", str(small_checkpoint)], folder / "server.log", folder / "gradio")
     try:
         app.wait_until_serving()
         yield app
@@ -101,6 +119,14 @@ def server(small_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def scorer(small_checkpoint) -> Scorer:
     return Scorer(load_model(small_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def registry(small_checkpoint) -> ModelRegistry:
+    """The app's models with the small checkpoint as the start-up one."""
+    models = ModelRegistry(torch.device("cpu"))
+    models.load_default(str(small_checkpoint))
+    return models
 
 
 def reference_scores(scorer: Scorer, queries: list[str]) -> np.ndarray:
@@ -125,12 +151,29 @@ def test_command_line_errors_exit_2_without_traceback(capsys):
     assert "--port 70000" in capsys.readouterr().err
     assert run_main(app_cli.main, ["--device", "tpu"]) == 2
     assert "--device tpu" in capsys.readouterr().err
+    assert run_main(app_cli.main, ["--allow-load", "no/such/folder"]) == 2
+    assert "--allow-load no/such/folder: not a folder" in capsys.readouterr().err
+    assert run_main(app_cli.main, ["--concurrency", "0"]) == 2
+    assert "--concurrency 0: give a number above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["hf:owner/repo/../../x", "hf:owner/repo/sub/../../x", "hf:owner/repo/..\\..\\x"])
+def test_a_start_up_name_that_cannot_load_leaves_a_page_that_says_why(name, monkeypatch, capsys):
+    from PromptIQA.app.page import start_up_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models = ModelRegistry(torch.device("cpu"))
+    start_up_model(models, name)  # no exception: the server goes on to serve its page
+    assert models.default is None
+    status = models.status(None)
+    assert "No model is loaded" in status and f"*Why:* {name}" in status
+    assert name in capsys.readouterr().out
 
 
 def test_rows_are_matched_to_uploads_by_file_name_and_mapped_from_the_score_range(prompt_dir):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
     pairs = [("isp/p2.png", 50), ("p0.png", "0"), ("some/other/folder\\p1.png", 100.0), ("p3.png", 25)]
-    prompt_set = webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "table")
+    prompt_set = requests.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "table")
     assert [Path(p).name for p in prompt_set.paths] == ["p2.png", "p0.png", "p1.png", "p3.png"]
     assert prompt_set.scores == (0.5, 0.0, 1.0, 0.25)
 
@@ -150,23 +193,22 @@ def test_rows_are_matched_to_uploads_by_file_name_and_mapped_from_the_score_rang
 def test_bad_prompt_rows_name_the_row_and_the_fix(prompt_dir, pairs, uploaded, message):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())][:uploaded]
     with pytest.raises(UserError, match=re.escape(message)):
-        webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "ISP table")
+        requests.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "ISP table")
 
 
 def test_table_keeps_scores_and_adds_rows_for_new_uploads(prompt_dir):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
-    table = webapp.table_after_upload(uploads[:2], [["p1.png", 0.3], ["gone.png", None], ["kept.png", 0.9]])
+    table = requests.table_after_upload(uploads[:2], [["p1.png", 0.3], ["gone.png", None], ["kept.png", 0.9]])
     assert table == [["p1.png", 0.3], ["kept.png", 0.9], ["p0.png", None]]
 
 
-def test_page_scores_on_the_score_range_reversed_with_csv(scorer, prompt_dir, tmp_path):
+def test_page_scores_on_the_score_range_reversed_with_csv(scorer, registry, prompt_dir, tmp_path):
     uploads = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
     queries = [str(prompt_dir / "query.jpg"), uploads[0]]
     raw_scores = [10, 30, 50, 70]  # on [0, 100]: the unit scores 0.1 ... 0.7
-    prompt_set = webapp.prompt_set_from_pairs(
+    prompt_set = requests.prompt_set_from_pairs(
         [(Path(p).name, s) for p, s in zip(uploads, raw_scores)], uploads, (0.0, 100.0), "table")
-    model = webapp.LoadedModel(scorer, "small")
-    result = webapp.score_page_request(model, prompt_set, True, queries, (0.0, 100.0), webapp.LOWER, tmp_path)
+    result = score_page_request(registry, registry.default, prompt_set, True, queries, (0.0, 100.0), LOWER, tmp_path)
 
     unit = PromptSet(tuple(uploads), (0.1, 0.3, 0.5, 0.7)).reversed()
     expected = 100 * scorer.score_images(queries, scorer.encode_prompt_set(unit)).astype(np.float64)
@@ -181,27 +223,101 @@ def test_page_scores_on_the_score_range_reversed_with_csv(scorer, prompt_dir, tm
 
 
 @pytest.mark.parametrize("count", [1, pytest.param(33, marks=pytest.mark.slow)])
-def test_any_number_of_isps(scorer, tmp_path, count):
+def test_any_number_of_isps(scorer, registry, tmp_path, count):
     uploads = [str(write_image(tmp_path / f"isp{i}.png", seed=i, size=(24, 24))) for i in range(count)]
     query = str(write_image(tmp_path / "query.png", seed=99))
     pairs = [(Path(p).name, i / count) for i, p in enumerate(uploads)]
-    prompt_set = webapp.prompt_set_from_pairs(pairs, uploads, (0.0, 1.0), "table")
-    result = webapp.score_page_request(webapp.LoadedModel(scorer, "small"), prompt_set, False, [query],
-                                       (0.0, 1.0), webapp.HIGHER, tmp_path)
+    prompt_set = requests.prompt_set_from_pairs(pairs, uploads, (0.0, 1.0), "table")
+    result = score_page_request(registry, registry.default, prompt_set, False, [query], (0.0, 1.0), HIGHER, tmp_path)
     expected = scorer.score_images([query], scorer.encode_prompts(uploads, [s for _, s in pairs]))[0]
     assert abs(result.rows[0][1] - expected) <= TOLERANCE
     assert f"against {count} ISP(s) (the published model was trained with 10)" in result.summary
 
 
-def test_prompt_sets_are_cached_by_content_scores_and_reverse(scorer, tmp_path):
+def test_prompt_sets_are_cached_by_content_and_scores(scorer, registry, tmp_path):
     first = [str(write_image(tmp_path / "a" / f"p{i}.png", seed=i, size=(24, 24))) for i in range(2)]
     copies = [shutil.copy(p, tmp_path / f"copy{i}.png") for i, p in enumerate(first)]
-    model = webapp.LoadedModel(scorer, "small")
-    encoded = model.encode(PromptSet(tuple(first), (0.2, 0.8)), False)
-    assert model.encode(PromptSet(tuple(map(str, copies)), (0.2, 0.8)), False) is encoded  # same bytes elsewhere
-    assert model.encode(PromptSet(tuple(first), (0.2, 0.9)), False) is not encoded
-    assert torch.equal(model.encode(PromptSet(tuple(first), (0.2, 0.8)), True),
-                       scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8)).reversed()))
+    cache, model = PromptCache(), registry.default
+    encoded = cache.encode(model, PromptSet(tuple(first), (0.2, 0.8)))
+    assert cache.encode(model, PromptSet(tuple(map(str, copies)), (0.2, 0.8))) is encoded  # same bytes elsewhere
+    assert cache.encode(model, PromptSet(tuple(first), (0.2, 0.9))) is not encoded
+    assert torch.equal(encoded, scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8))))
+    write_image(Path(first[0]), seed=7, size=(24, 24))  # the same file name, other content
+    assert not torch.equal(cache.encode(model, PromptSet(tuple(first), (0.2, 0.8))), encoded)
+
+
+# ---------------------------------------------------------------- in-process: the page's handlers
+
+HOSTILE_PROMPT_FILES = {
+    "huge_number.json": '{"isp": [["p0.png", ' + "9" * 5000 + "]]}",
+    "deep.json": "[" * 100_000 + "]" * 100_000,
+    "long_field.csv": "path,score\n" + "x" * 140_000 + ",0.5\n",
+    "not_json.json": "{isp: ",
+}
+
+
+@pytest.fixture
+def web_app(registry, tmp_path):
+    from PromptIQA.app.page import ServerSettings, WebApp
+    from PromptIQA.app.results import ResultFolders
+
+    return WebApp(registry, ServerSettings(), ResultFolders(tmp_path / "results"))
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PROMPT_FILES))
+def test_a_hostile_prompt_file_gets_a_message_without_traceback_or_server_paths(web_app, prompt_dir, name):
+    import gradio as gr
+
+    from PromptIQA.app.page import page_errors
+
+    (prompt_dir / name).write_text(HOSTILE_PROMPT_FILES[name])
+    isps = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
+    with pytest.raises(gr.Error) as error:
+        page_errors(web_app.score_files)(str(prompt_dir / name), isps, [str(prompt_dir / "query.jpg")])
+    message = error.value.message
+    assert message.strip() not in ("", "Error") and "Traceback" not in message and "File \"" not in message
+    assert str(prompt_dir) not in message  # uploads are named by their file names only
+    if name == "not_json.json":  # a UserError reaches the page as its message
+        assert "not_json.json" in message and "not valid JSON" in message
+
+
+def test_a_bug_in_a_request_is_logged_and_the_page_told_without_traceback(caplog):
+    import gradio as gr
+
+    from PromptIQA.app.page import page_errors
+
+    def divide(numerator: float, denominator: float) -> float:
+        return numerator / denominator
+
+    with pytest.raises(gr.Error) as error:
+        page_errors(divide)(1.0, 0.0)
+    reference = re.search(r"the server failed on this request \(ZeroDivisionError, logged as (\w+)\)",
+                          error.value.message).group(1)
+    record = next(r for r in caplog.records if reference in r.getMessage())
+    assert record.exc_info[0] is ZeroDivisionError  # the traceback is in the log
+
+
+def test_a_page_request_leaves_no_result_folder_behind_once_removed(web_app, prompt_dir):
+    isps = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]
+    table = [[Path(p).name, 0.2 * i] for i, p in enumerate(isps)]
+    *_, folder = web_app.score_page(isps, table, 0, 1, HIGHER, False, [str(prompt_dir / "query.jpg")], None)
+    assert Path(folder).parent == web_app.results.root and (Path(folder) / "promptiqa_scores.csv").is_file()
+    web_app.results.remove(folder)  # what the page runs once it has its copies
+    assert list(web_app.results.root.iterdir()) == []
+
+
+def test_a_page_request_over_the_limits_is_refused_before_scoring(registry, prompt_dir, tmp_path):
+    from PromptIQA.app.page import ServerSettings, WebApp
+    from PromptIQA.app.requests import RequestLimits
+    from PromptIQA.app.results import ResultFolders
+
+    results = ResultFolders(tmp_path / "results")
+    web_app = WebApp(registry, ServerSettings(limits=RequestLimits(max_pixels=10_000)), results)
+    isps = [str(p) for p in sorted((prompt_dir / "isp").iterdir())]  # 4 of 56 x 40 pixels
+    with pytest.raises(UserError, match="more than 0.01 megapixels"):
+        web_app.score_page(isps, [[Path(p).name, 0.5] for p in isps], 0, 1, HIGHER, False,
+                           [str(prompt_dir / "query.jpg")], None)
+    assert list(results.root.iterdir()) == []
 
 
 # ---------------------------------------------------------------- the server, called by scripts
@@ -234,6 +350,71 @@ def test_corrupt_image_is_named_and_the_server_keeps_serving(server, scorer, tmp
         client.predict(prompts, isps[:-1], [handle_file(str(EXAMPLE1 / "cactus.png"))], api_name="/score")
     result = client.predict(prompts, isps, [handle_file(str(EXAMPLE1 / "cactus.png"))], api_name="/score")
     assert abs(result["data"][0][1] - reference_scores(scorer, [str(EXAMPLE1 / "cactus.png")])[0]) <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def limited_server(small_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("limited")
+    app = AppServer(["--checkpoint", str(small_checkpoint), "--max-file-size", "0.1", "--max-request-pixels", "0.5",
+                     "--concurrency", "2"], folder / "server.log", folder / "gradio")
+    try:
+        app.wait_until_serving()
+        yield app
+    finally:
+        app.stop()
+
+
+def test_a_served_page_has_no_load_box_and_an_upload_limit(limited_server):
+    with urllib.request.urlopen(limited_server.url + "config", timeout=30) as response:
+        config = json.load(response)
+    assert not any(c["props"].get("elem_id") == "checkpoint-choice" for c in config["components"])
+    assert config["max_file_size"] == int(0.1 * 1024 * 1024)
+
+
+def test_scoring_runs_a_bounded_number_of_requests_with_a_bounded_queue(registry, tmp_path):
+    from PromptIQA.app.page import MAX_QUEUED_REQUESTS, ServerSettings, WebApp
+    from PromptIQA.app.results import ResultFolders
+
+    page = WebApp(registry, ServerSettings(concurrency=3), ResultFolders(tmp_path)).build()
+    scoring = {f.name: f.concurrency_limit for f in page.fns.values() if f.concurrency_id == "score"}
+    assert scoring == {"score_page": 3, "score_files": 3}  # the page and /score share the limit
+    assert page._queue.max_size == MAX_QUEUED_REQUESTS
+
+
+def test_uploads_and_requests_are_bounded_and_the_server_removes_its_files_at_sigterm(limited_server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    isps = [write_image(tmp_path / f"p{i}.png", seed=i, size=(32, 32)) for i in range(2)]
+    (tmp_path / "prompts.json").write_text('{"isp": [["p0.png", 0.2], ["p1.png", 0.8]]}')
+    noise = tmp_path / "noise.png"  # about 270 kB: over --max-file-size 0.1 (MB)
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))
+    wide = tmp_path / "wide.png"  # 0.6 megapixels (over the request limit) in a few kB: two flat halves
+    flat = np.zeros((600, 1000, 3), np.uint8)
+    flat[:, 500:] = 200
+    cv2.imwrite(str(wide), flat)
+    client = Client(limited_server.url, verbose=False)
+
+    def score(query: Path) -> list:
+        return client.predict(handle_file(str(tmp_path / "prompts.json")), [handle_file(str(p)) for p in isps],
+                              [handle_file(str(query))], api_name="/score")["data"]
+
+    with open(noise, "rb") as f:  # the server refuses it (gradio_client would not even send it)
+        refused = httpx.post(limited_server.url + "gradio_api/upload", files={"files": f}, timeout=30)
+    assert refused.status_code == 413 and "maximum allowed size" in refused.text
+    with pytest.raises(AppError, match=re.escape("more than 0.5 megapixels (the server's limit per request, "
+                                                 "reached at wide.png)")):
+        score(wide)
+    (tmp_path / "huge_number.json").write_text(HOSTILE_PROMPT_FILES["huge_number.json"])
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(tmp_path / "huge_number.json")), [handle_file(str(p)) for p in isps],
+                       [handle_file(str(isps[0]))], api_name="/score")
+    assert "upstream Gradio app" not in str(error.value)
+    assert [row[0] for row in score(isps[0])] == ["p0.png"]
+    assert list((limited_server.server_folder() / "uploads").rglob("p0.png"))  # the uploads are there
+
+    assert limited_server.stop() == 0  # SIGTERM: a clean stop
+    assert not list(limited_server.temp_dir.glob("promptiqa-app-*"))  # uploads and results are gone
 
 
 # ---------------------------------------------------------------- the page, in a real browser
@@ -273,6 +454,11 @@ def test_browser_scores_an_example_and_an_upload_with_the_right_colours(server, 
     shown = page_score(page, "cactus.png")
     assert abs(shown - reference_scores(scorer, [str(EXAMPLE1 / "cactus.png")])[0]) <= TOLERANCE
     expect(page.locator("#summary")).to_contain_text("lower is better")
+    results = server.server_folder() / "results"
+    deadline = time.monotonic() + 30  # removed once the page has its copies
+    while any(results.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(results.iterdir())
     if os.environ.get("PROMPTIQA_SCREENSHOT"):
         expect(page.locator("#placement img")).to_be_visible()
         page.screenshot(path=os.environ["PROMPTIQA_SCREENSHOT"], full_page=True)
@@ -305,34 +491,50 @@ def test_browser_shows_bad_input_in_the_page(server, browser):
 
 
 @pytest.mark.slow
-def test_page_without_a_checkpoint_explains_and_takes_a_path(browser, small_checkpoint, tmp_path):
-    app = AppServer(["--checkpoint", str(tmp_path / "missing.pth.tar")], tmp_path / "server.log")
+def test_a_page_loads_a_checkpoint_for_itself_only_and_a_bad_start_up_name_is_explained(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    torch.manual_seed(1)
+    other = tmp_path / "runs" / "b" / "best.pth.tar"
+    other.parent.mkdir(parents=True)
+    save_checkpoint({"model": PromptIQA(SMALL).state_dict(), "model_config": SMALL.to_dict()}, other)
+    bad_name = "hf:owner/repo/../../x"
+    app = AppServer(["--checkpoint", bad_name, "--allow-load", str(tmp_path / "runs")], tmp_path / "server.log",
+                    tmp_path / "gradio")
     try:
         app.wait_until_serving()
-        from playwright.sync_api import expect
+        page_a, page_b = browser.new_page(), browser.new_page()
+        for page in (page_a, page_b):
+            page.goto(app.url)
+            expect(page.locator("#model-status")).to_contain_text("No model is loaded", timeout=30_000)
+        expect(page_a.locator("#model-status")).to_contain_text(bad_name)  # why, instead of a crash at start
+        page_a.locator("#checkpoint-choice input").click()
+        page_a.get_by_role("option", name="b/best.pth.tar").click()
+        page_a.locator("#load-button").click()
+        expect(page_a.locator("#model-status")).to_contain_text("Model: b/best.pth.tar (vit_tiny_patch16_224",
+                                                                timeout=60_000)
+        page_a.get_by_text("Example1: CSIQ DMOS").click()
+        expect(page_a.locator("#isp-table")).to_contain_text("1600.BLUR.5.png")
+        page_a.locator("#score-button").click()
+        expected = reference_scores(Scorer(load_model(other)), [str(EXAMPLE1 / "cactus.png")])[0]
+        assert abs(page_score(page_a, "cactus.png") - expected) <= TOLERANCE
+        expect(page_a.locator("#summary")).to_contain_text("with b/best.pth.tar")
 
-        page = browser.new_page()
-        page.goto(app.url)
-        status = page.locator("#model-status")
-        expect(status).to_contain_text("No model is loaded yet", timeout=30_000)
-        expect(status).to_contain_text("python train.py --demo")
-        expect(status).to_contain_text("best_model.pth.tar")
-        path = page.locator("#checkpoint-path textarea")
-        path.fill(str(tmp_path / "still-missing.pth.tar"))
-        page.locator("#load-button").click()
-        expect(page.get_by_text("still-missing.pth.tar: file not found")).to_be_visible(timeout=30_000)
-        path.fill(str(small_checkpoint))
-        page.locator("#load-button").click()
-        expect(status).to_contain_text("Model:", timeout=60_000)
-        expect(status).to_contain_text("vit_tiny_patch16_224")
-        page.close()
+        page_b.reload()  # the other visitor: still no model, and told so when scoring
+        expect(page_b.locator("#model-status")).to_contain_text("No model is loaded", timeout=30_000)
+        page_b.get_by_text("Example1: CSIQ DMOS").click()
+        expect(page_b.locator("#isp-table")).to_contain_text("1600.BLUR.5.png")
+        page_b.locator("#score-button").click()
+        expect(page_b.get_by_text("no model is loaded")).to_be_visible(timeout=30_000)
+        for page in (page_a, page_b):
+            page.close()
     finally:
         app.stop()
 
 
 def test_no_demo_examples_before_the_demo_is_built(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
-    assert webapp.demo_examples() == []
+    assert demo_examples() == []
 
 
 @pytest.mark.slow
@@ -341,12 +543,12 @@ def test_demo_prompt_sets_become_examples_once_the_demo_is_built(tmp_path, monke
 
     monkeypatch.setenv("PROMPTIQA_CACHE", str(tmp_path))
     build_demo()
-    examples = {e.label.split()[0]: e for e in webapp.demo_examples()}
+    examples = {e.label.split()[0]: e for e in demo_examples()}
     assert set(examples) == {"demo_kadid", "demo_csiq", "demo_brightness"}
-    assert examples["demo_kadid"].direction == webapp.HIGHER and examples["demo_csiq"].direction == webapp.LOWER
-    assert examples["demo_brightness"].direction == webapp.HIGHER
+    assert examples["demo_kadid"].direction == HIGHER and examples["demo_csiq"].direction == LOWER
+    assert examples["demo_brightness"].direction == HIGHER
     for example in examples.values():
-        assert len(example.isp_paths) == webapp.PUBLISHED_PROMPT_NUM and len(example.queries) == 3
+        assert len(example.isp_paths) == PUBLISHED_PROMPT_NUM and len(example.queries) == 3
         assert example.isp_scores == sorted(example.isp_scores) and 0 <= min(example.isp_scores) < max(example.isp_scores) <= 1
         assert all(Path(p).is_file() for p in [*example.isp_paths, *example.queries])
         assert not set(example.isp_paths) & set(example.queries)

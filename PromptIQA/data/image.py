@@ -58,7 +58,7 @@ def max_image_pixels() -> int:
     return limit
 
 
-def _header_size(path: Path) -> tuple[int, int]:
+def header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
     with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -74,7 +74,7 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 def _check_pixel_count(path: Path) -> None:
     limit = max_image_pixels()
-    width, height = _header_size(path)
+    width, height = header_size(path)
     if width * height > limit:
         raise ImageError(
             f"{path}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
