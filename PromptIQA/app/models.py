@@ -24,7 +24,7 @@ from ..models.checkpoint import load_model
 from ..scoring.scorer import Scorer
 from ..utils.errors import UserError
 from ..utils.hub import HF_PREFIX, resolve_checkpoint
-from .requests import file_digest
+from ..utils.lru import LRUCache, file_digest
 from .texts import model_line, no_model
 
 PROMPT_CACHE_SIZE = 64  # encoded prompt sets kept, over all models
@@ -79,26 +79,19 @@ class PromptCache:
     files' digests and the scores (so a re-upload of the same files is a hit, and an edited file a miss)."""
 
     def __init__(self, size: int = PROMPT_CACHE_SIZE):
-        self.size = size
-        self._entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: LRUCache[torch.Tensor] = LRUCache(size)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def encode(self, model: LoadedModel, prompt_set: PromptSet) -> torch.Tensor:
         key = (model.checkpoint, tuple(file_digest(p) for p in prompt_set.paths), prompt_set.scores)
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        # decoded here and passed as a tensor, so that the Scorer keeps no copy of its own
-        images = load_images(list(prompt_set.paths), model.scorer.model.config.img_size)
-        encoded = model.scorer.encode_prompts(images, prompt_set.scores)
-        with self._lock:
-            self._entries[key] = encoded
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        encoded = self._entries.get(key)
+        if encoded is None:
+            # decoded here and passed as a tensor, so that the Scorer keeps no copy of its own
+            images = load_images(list(prompt_set.paths), model.scorer.model.config.img_size)
+            encoded = model.scorer.encode_prompts(images, prompt_set.scores)
+            self._entries.put(key, encoded)
         return encoded
 
 

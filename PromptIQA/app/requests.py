@@ -6,7 +6,6 @@ Every message names uploads by their own names, never by the server's temporary 
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from ..data.image import header_size
 from ..data.prompts import PromptSet, check_score_range, is_blank, parse_score, prompt_file_rows, scores_to_unit_range
 from ..utils.errors import UserError
+from ..utils.lru import file_digest
 
 PROMPT_FILE_SUFFIXES = (".json", ".csv")
 
@@ -38,12 +38,6 @@ class RequestLimits:
                 raise UserError(f"this request's images hold more than {self.max_pixels / 1e6:g} megapixels "
                                 f"(the server's limit per request, reached at {Path(path).name}); send fewer or "
                                 "smaller images per request")
-
-
-def file_digest(path: str) -> str:
-    """SHA-256 of a file, read in chunks (an upload is never held in memory whole)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_name(path: str) -> str:
