@@ -39,7 +39,7 @@ from ..scoring.saved_prompts import (
 from ..scoring.scorer import Scorer
 from ..utils.atomic import write_csv_atomic
 from ..utils.constants import EXAMPLES_DIR
-from ..utils.device import PRECISION_CHOICES, precision_scope, resolve_device, resolve_precision
+from ..utils.device import PRECISION_CHOICES, configure_backends, precision_scope, resolve_device, resolve_precision
 from ..utils.distributed import DistContext
 from ..utils.errors import UserError
 from .common import both_spellings, collect_images, run_main
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
     scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                     compile=args.compile)
+    configure_backends(scorer.device, scorer.precision)  # once, before the first batch
     prompts = encode_prompts(args, given, scorer)
     if not images:
         return 0
