@@ -14,7 +14,12 @@ from PromptIQA.utils.device import compile_errors, compile_model, precision_scop
 from PromptIQA.utils.errors import UserError
 
 CPU = torch.device("cpu")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def needs_cuda(test):
+    """A CUDA test: marked `gpu` (pytest -m gpu), skipped without a GPU."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
 
 
 def small_model(seed: int = 0) -> PromptIQA:
