@@ -69,6 +69,7 @@ def test_a_local_file_comes_before_the_hub(offline_hub, tmp_path):
     assert resolve_pretrained(tmp_path / "mine.pth", BACKBONE).source == str(tmp_path / "mine.pth")
 
 
+@pytest.mark.slow  # a short training run
 def test_training_records_the_hub_weights_it_used(offline_hub, tmp_path):
     data, run = write_training_data(tmp_path / "data", count=12), tmp_path / "run"
     assert run_main(train.main, training_args(data, run, "--pretrained", "imagenet", "--epochs", "1")) == 0
