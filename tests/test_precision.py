@@ -1,6 +1,9 @@
 """Numeric precision and compilation: resolution, bf16 training and scoring, compile failures."""
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -269,3 +272,16 @@ def test_the_other_isps_gather_equals_the_published_mask_and_compiles_as_one_gra
     prompts = torch.randn(11, 8)
     explained = torch._dynamo.explain(lambda p: p[other_indices(p.shape[0], p.device)])(prompts)
     assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+def test_compile_failures_are_caught_on_torch_versions_without_inductor_error(monkeypatch):
+    """Older torch has no torch._inductor.exc.InductorError; Inductor's failures come as dynamo's."""
+    monkeypatch.setitem(sys.modules, "torch._inductor.exc", types.ModuleType("torch._inductor.exc"))
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no kernels today")
+
+    compiled = torch.compile(torch.nn.Linear(2, 2), backend=broken_backend)
+    with pytest.raises(UserError, match="torch.compile failed .*run without --compile"):
+        with compile_errors():
+            compiled(torch.randn(3, 2))
