@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # Which of the MAL's attentions run through scaled_dot_product_attention (SDPA) off the CPU: "spatial"
 # (each map's 784 positions, head dim 96, values 768), "channel" and "feature" (the row attentions,
 # head dims 3072 and 3136, where only the memory-efficient kernel applies and plain matmuls may be
