@@ -1,9 +1,9 @@
 """Example1 scored on a device with the made-up published-layout checkpoint (tools/make_parity_checkpoint.py),
 against the CPU fp32 score recorded there (tests/test_parity.py): fp32 must agree within 1e-3; bf16
-(where the device has it) is shown beside it.
+is shown beside it on GPUs that have it.
 
     python -m benchmarks.example_on_device --device cuda
-    python -m benchmarks.example_on_device --device cpu      (the full network: about a minute)
+    python -m benchmarks.example_on_device --device cpu      (fp32 only; the full network: minutes)
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         model = load_model(build_checkpoint(Path(folder) / "best_model.pth.tar"), device=device)
     results = []
-    for precision in ("fp32", "bf16") if bf16_supported(device) else ("fp32",):
+    for precision in ("fp32", "bf16") if device.type == "cuda" and bf16_supported(device) else ("fp32",):
         scorer = Scorer(model, batch_size=10, workers=0, precision=precision)
         prompts = scorer.encode_prompt_set(read_prompt_file(EXAMPLE / "prompts.json"))
         score = float(scorer.score_images([str(EXAMPLE / "cactus.png")], prompts)[0])
