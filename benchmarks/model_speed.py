@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from PromptIQA.models import ModelConfig, PromptIQA
 from PromptIQA.models.backbone import DEFAULT_BACKBONE
 from PromptIQA.scoring.scorer import Scorer
-from PromptIQA.utils.device import compile_model, precision_scope, resolve_device
+from PromptIQA.utils.device import autocast, compile_model, configure_backends, resolve_device
 from PromptIQA.utils.errors import UserError
 
 CPU_BACKBONE = "vit_tiny_patch16_224"
@@ -126,8 +126,10 @@ def train_speed(row: Row, base: PromptIQA, args: argparse.Namespace, device: tor
     network = compile_model(model, row.compile)
     group, scores = images(args.group, args, device), torch.rand(args.group, device=device)
 
+    configure_backends(device, row.precision)  # as train.py: once, so backward() runs in it too
+
     def step() -> None:
-        with precision_scope(device, row.precision):
+        with autocast(device, row.precision):
             predictions = network(group, scores)
         loss = F.l1_loss(predictions.float(), scores)
         optimizer.zero_grad(set_to_none=True)
@@ -141,6 +143,7 @@ def train_speed(row: Row, base: PromptIQA, args: argparse.Namespace, device: tor
 
 
 def score_speed(row: Row, base: PromptIQA, args: argparse.Namespace, device: torch.device) -> Speed:
+    configure_backends(device, row.precision)  # as test.py: once
     scorer = Scorer(fresh_copy(base, device), batch_size=args.score_batch, precision=row.precision, compile=row.compile)
     prompts = scorer.encode_prompts(images(PROMPTS, args, device), torch.rand(PROMPTS))
     batch = images(args.score_batch, args, device)
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     train_flops, score_flops = flops_per_image(base, args, device)
     print(header(base, args, peaks))
     print(f"GFLOP per image: training {train_flops / 1e9:.1f}, scoring {score_flops / 1e9:.1f}\n")
+    summary = []
 
     columns = ("row", "train img/s", "ratio", "train MFU", "train GiB", "warm-up s",
                "score img/s", "ratio", "score MFU", "score GiB", "warm-up s")
@@ -252,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{score.images_per_s * score_flops / best_peak:.1%}", gib(score.peak_bytes), f"{score.warmup_s:.1f}",
         )
         print(f"{row.label:<16} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths[1:])), flush=True)
+        summary.append(f"{row.label} train {train.images_per_s:.1f} img/s ({gib(train.peak_bytes)} GiB), "
+                       f"score {score.images_per_s:.1f} img/s")
+    print("SUMMARY model_speed: " + "; ".join(summary))
     if device.type == "cpu":
         print("\nOn the CPU: no peak memory (n/a); tf32 rows are CUDA only.")
 

@@ -39,8 +39,22 @@ def reference_mal(module: MAL, maps: list[torch.Tensor]) -> torch.Tensor:
 
 @pytest.fixture
 def fused_everywhere(monkeypatch):
-    """The scaled_dot_product_attention path, which otherwise runs off the CPU only."""
-    monkeypatch.setattr(mal, "runs_fused", lambda x: True)
+    """The scaled_dot_product_attention path for the attentions SDPA_OFF_CPU names, as off the CPU."""
+    monkeypatch.setattr(mal, "uses_sdpa", lambda x, attention: mal.SDPA_OFF_CPU[attention])
+
+
+@pytest.fixture
+def sdpa_calls(monkeypatch) -> list[torch.Tensor]:
+    """The (q, k, v) of every scaled_dot_product_attention call, which still runs."""
+    calls = []
+    real = mal.F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        calls.append((q, k, v))
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(mal.F, "scaled_dot_product_attention", recording)
+    return calls
 
 
 def spatial_module(dim: int, seed: int) -> SpatialSelfAttention:
@@ -100,6 +114,31 @@ def test_cpu_keeps_the_published_arithmetic_bit_for_bit():
     assert torch.equal(rows(y), reference_rows(rows, y))
 
 
+def test_sdpa_gets_contiguous_last_dimensions(fused_everywhere, sdpa_calls):
+    """Fused kernels need a contiguous last dimension; strided views leave SDPA only its math fallback."""
+    module = MAL(in_dim=32, feature_num=4, feature_size=5).eval()
+    maps = [torch.randn(2, 32, 5, 5, requires_grad=True) for _ in range(4)]
+    module(maps).sum().backward()
+    assert len(sdpa_calls) == 6  # four spatial attentions, then the feature and channel rows
+    for q, k, v in sdpa_calls:
+        assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1, (q.stride(), k.stride(), v.stride())
+
+
+@pytest.mark.parametrize("attention, calls", [("spatial", 2), ("channel", 5), ("feature", 5)])
+def test_each_attention_can_keep_the_explicit_formula(fused_everywhere, sdpa_calls, monkeypatch, attention, calls):
+    monkeypatch.setitem(mal.SDPA_OFF_CPU, attention, False)
+    torch.manual_seed(7)
+    module = MAL(in_dim=16, feature_num=4, feature_size=4).eval()
+    for att in module.attention_module:
+        att.gamma.data.fill_(0.5)
+    maps = [torch.randn(2, 16, 4, 4) for _ in range(4)]
+    with torch.no_grad():
+        out = module(maps)
+    assert len(sdpa_calls) == calls
+    torch.testing.assert_close(out, reference_mal(module, maps), rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @torch.no_grad()
 def test_cuda_mal_matches_the_cpu_reference():

@@ -2,29 +2,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
+from hub_fixtures import hub_cache
 
 from PromptIQA import create_metric
 from PromptIQA.utils.errors import UserError
 from PromptIQA.utils.hub import parse_hf_name
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_cache(root, repo_id: str, files: dict) -> None:
-    """Lay out `files` (name -> source path) as huggingface_hub caches a download of `repo_id` at main."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    for name, source in files.items():
-        target = repo / "snapshots" / COMMIT / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
 
 
 def score(checkpoint, prompt_dir, cache):

@@ -1,6 +1,9 @@
 """Numeric precision and compilation: resolution, bf16 training and scoring, compile failures."""
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,12 +12,25 @@ from conftest import EXAMPLES
 from PromptIQA.data.prompts import read_prompt_file
 from PromptIQA.models import ModelConfig, PromptIQA
 from PromptIQA.models.checkpoint import load_model
-from PromptIQA.scoring.scorer import Scorer
-from PromptIQA.utils.device import compile_errors, compile_model, precision_scope, resolve_precision
+from PromptIQA.models.promptiqa import other_indices
+from PromptIQA.scoring import scorer as scorer_module
+from PromptIQA.scoring.scorer import Scorer, padded_to
+from PromptIQA.utils.device import (
+    compile_errors,
+    compile_model,
+    configure_backends,
+    precision_scope,
+    resolve_precision,
+)
 from PromptIQA.utils.errors import UserError
 
 CPU = torch.device("cpu")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def needs_cuda(test):
+    """A CUDA test: marked `gpu` (pytest -m gpu), skipped without a GPU."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
 
 
 def small_model(seed: int = 0) -> PromptIQA:
@@ -144,7 +160,7 @@ def test_a_failing_compilation_becomes_a_user_error():
 @pytest.mark.slow
 def test_compiled_scorer_matches_eager():
     model = small_model().eval().cuda()
-    images = torch.rand(4, 3, 64, 64, device="cuda") * 2 - 1
+    images = torch.rand(6, 3, 64, 64, device="cuda") * 2 - 1  # a last batch of 2: padded to 4
     eager = Scorer(model, batch_size=4)
     compiled = Scorer(model, batch_size=4, compile=True)
     prompts = eager.encode_prompts(images[:3], [0.2, 0.4, 0.8])
@@ -182,3 +198,90 @@ def test_cuda_bf16_training_step_with_fused_adam():
     optimizer.step()
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert not torch.equal(before, model.MALs[0].channel_attention.c_q.weight)
+
+
+def test_scoring_without_compile_never_enters_the_compile_handler(monkeypatch):
+    entered = []
+    real = scorer_module.compile_errors
+
+    def recording():
+        entered.append(True)
+        return real()
+
+    monkeypatch.setattr(scorer_module, "compile_errors", recording)
+    scorer = Scorer(small_model().eval(), batch_size=2, workers=0)
+    prompts = scorer.encode_prompts(torch.rand(2, 3, 64, 64) * 2 - 1, [0.3, 0.7])
+    scorer.score_images(torch.rand(3, 3, 64, 64) * 2 - 1, prompts)
+    assert not entered
+
+
+def test_scoring_batches_leave_the_programs_tf32_flags_alone():
+    """The program sets the TF32 flags once (configure_backends); batches never switch them."""
+    model = small_model().eval()
+    scorer = Scorer(model, batch_size=2, workers=0, precision="fp32")
+    seen = []
+    model.cnn.register_forward_hook(lambda *_: seen.append(torch.backends.cuda.matmul.allow_tf32))
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        prompts = scorer.encode_prompts(torch.rand(2, 3, 64, 64) * 2 - 1, [0.3, 0.7])
+        scorer.score_images(torch.rand(3, 3, 64, 64) * 2 - 1, prompts)
+        assert seen and all(seen)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("device, precision, tf32, autotune", [
+    ("cuda", "tf32", True, True), ("cuda", "bf16", False, True), ("cpu", "fp32", False, False),
+])
+def test_the_program_configures_the_backends_once(device, precision, tf32, autotune):
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not tf32
+        torch.backends.cudnn.benchmark = False
+        configure_backends(torch.device(device), precision)
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+        assert torch.backends.cudnn.benchmark is autotune
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def test_a_padded_compiled_function_compiles_once_for_every_batch_size():
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
+        return graph.forward
+
+    def rows(batch: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(batch @ weight).sum(dim=1)
+
+    weight = torch.randn(6, 5)
+    padded = padded_to(4, torch.compile(rows, backend=counting_backend))
+    for size in (4, 3, 1, 4, 2):
+        batch = torch.randn(size, 6)
+        torch.testing.assert_close(padded(batch, weight), rows(batch, weight), rtol=0, atol=0)
+    assert len(graphs) == 1, graphs
+
+
+def test_the_other_isps_gather_equals_the_published_mask_and_compiles_as_one_graph():
+    for b in range(2, 14):
+        published = torch.arange(b).repeat(b, 1)[~torch.eye(b, dtype=torch.bool)].view(b, b - 1)
+        assert torch.equal(other_indices(b), published), b
+    prompts = torch.randn(11, 8)
+    explained = torch._dynamo.explain(lambda p: p[other_indices(p.shape[0], p.device)])(prompts)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+def test_compile_failures_are_caught_on_torch_versions_without_inductor_error(monkeypatch):
+    """Older torch has no torch._inductor.exc.InductorError; Inductor's failures come as dynamo's."""
+    monkeypatch.setitem(sys.modules, "torch._inductor.exc", types.ModuleType("torch._inductor.exc"))
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no kernels today")
+
+    compiled = torch.compile(torch.nn.Linear(2, 2), backend=broken_backend)
+    with pytest.raises(UserError, match="torch.compile failed .*run without --compile"):
+        with compile_errors():
+            compiled(torch.randn(3, 2))

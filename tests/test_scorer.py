@@ -68,6 +68,7 @@ def test_batch_size_and_input_kind_do_not_change_scores(scorer, prompt_dir, tmp_
     np.testing.assert_allclose(scorer.score_images(load_images(queries), prompts), by_two, atol=1e-6)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_scores_match_cpu(tiny_model, prompt_dir):
     prompt_set = read_prompt_file(prompt_dir / "prompts.json")

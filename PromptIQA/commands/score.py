@@ -45,7 +45,7 @@ from ..scoring.saved_prompts import (
 from ..scoring.scorer import Scorer
 from ..utils.atomic import is_stream, write_csv_atomic
 from ..utils.constants import CHECKPOINT_DIR, DEFAULT_SEED, EXAMPLES_DIR, MIN_IMG_SIZE
-from ..utils.device import PRECISION_CHOICES, precision_scope, resolve_device, resolve_precision
+from ..utils.device import PRECISION_CHOICES, configure_backends, precision_scope, resolve_device, resolve_precision
 from ..utils.distributed import DistContext
 from ..utils.errors import UserError, naming
 from ..utils.hub import how_to_get_checkpoint
@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_scoring_model(args)
     scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                     compile=args.compile)
+    configure_backends(scorer.device, scorer.precision)  # once, before the first batch
     prompts = prepare_and_save_prompts(args, given, scorer)
     if not images:
         return 0

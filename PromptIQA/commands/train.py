@@ -18,6 +18,7 @@ from ..data.dataset_info import format_summary, summarize
 from ..data.prepare import read_datasets
 from ..data.records import Record
 from ..evaluation.evaluate import evaluate
+from ..models.backbone import resolve_pretrained
 from ..training.config import BACKEND_CHOICES, BAD_IMAGE_CHOICES, DEMO_PRESET, TrainConfig
 from ..training.launch import Topology, init_distributed, owns_run_folder, resolve_topology
 from ..training.loop import cosine_lr, train_one_epoch
@@ -32,7 +33,14 @@ from ..training.run import (
     start_run,
 )
 from ..training.run_folder import RunLog, claim_run_folder, environment
-from ..utils.device import PRECISION_CHOICES, check_compile_support, compile_errors, resolve_device, resolve_precision
+from ..utils.device import (
+    PRECISION_CHOICES,
+    check_compile_support,
+    compile_errors,
+    configure_backends,
+    resolve_device,
+    resolve_precision,
+)
 from ..utils.distributed import cleanup, sync_buffers
 from ..utils.errors import UserError
 from .common import both_spellings, device_name, run_main
@@ -80,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     option(model, "--cnn-dim", key="model.cnn_dim", type=int,
            help="channels a CNN backbone's feature levels are projected to (ViTs keep their own width)")
     option(model, "--pretrained", key="pretrained",
-           help="imagenet (a local file in PromptIQA/checkpoints), PATH of a weights file, or none")
+           help="imagenet (PromptIQA/checkpoints/BACKBONE.pth if there, else timm's Hub weights, downloaded once), "
+           "PATH of a weights file, or none")
 
     optim = p.add_argument_group("optimisation")
     option(optim, "--epochs", key="optim.epochs", type=int, help="epochs of the half-cosine schedule")
@@ -193,10 +202,11 @@ def main_worker(local_index: int, topology: Topology, config: TrainConfig, recor
     seed_everything(config.seed + ctx.rank)
     log = RunLog(config.run.save_path, ctx.is_main)
     log.write_json("args.json", {**config.to_dict(), "topology": topology.to_dict()})
-    log.write_json("environment.json", environment(topology))
-    if config.pretrained == "none":
-        log.info("backbone: random initialisation (--pretrained none)")
+    weights = resolve_pretrained(config.pretrained, config.model.backbone)
+    log.write_json("environment.json", {**environment(topology), "pretrained_weights": weights and weights.source})
+    log.info(f"backbone weights: {weights.source}" if weights else "backbone: random initialisation (--pretrained none)")
     run = start_run(config, topology, ctx, records, log)
+    configure_backends(ctx.device, run.precision)  # once for the run: the loops never switch them
     log.info(f"{topology.world_size} process(es) ({topology.nodes} node(s) x {topology.procs_per_node}, "
              f"{topology.launcher}), groups of {config.model.prompt_num + 1} images, {run.precision} on {ctx.device}")
     if run.start_epoch >= config.end_epoch:

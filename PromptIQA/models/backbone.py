@@ -24,6 +24,7 @@ from torch import nn
 
 from ..utils.constants import CHECKPOINT_DIR
 from ..utils.errors import UserError
+from ..utils.hub import download_from_hub
 
 DEFAULT_BACKBONE = "vit_base_patch8_224"
 CNN_DIM, CNN_STRIDE = 384, 16  # default width and stride of the grid CNN levels are projected to
@@ -178,29 +179,60 @@ class CNNFeatureMaps(nn.Module):
         ]
 
 
-def resolve_pretrained(pretrained: str | os.PathLike | None, backbone: str) -> Path | None:
-    """`none` -> None; a file -> that file; `imagenet` -> `PromptIQA/checkpoints/<backbone>.*`.
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A backbone weights file and where it came from (recorded in the run folder)."""
 
-    Fails at once, saying how to get the weights, when they are not there: training never falls
-    back to random weights silently.
+    path: Path
+    source: str  # the file as given, or `hf-hub:<repo id>` for timm's hub weights
+
+
+LOCAL_SUFFIXES = (".pth", ".pth.tar", ".safetensors", ".bin")
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's hub repositories: the safe file first
+
+
+def hub_weights_id(backbone: str) -> str | None:
+    """The Hub repository of the weights `timm.create_model(backbone, pretrained=True)` loads: the
+    model's default pretrained tag, e.g. timm/vit_base_patch8_224.augreg2_in21k_ft_in1k."""
+    config = timm.models.get_pretrained_cfg(backbone)
+    return getattr(config, "hf_hub_id", None) or None
+
+
+def _hub_weights(backbone: str, local: str) -> PretrainedWeights:
+    """timm's ImageNet weights of `backbone`, downloaded once into huggingface_hub's cache."""
+    repo_id = hub_weights_id(backbone)
+    if repo_id is None:
+        raise UserError(f"--pretrained imagenet: timm publishes no Hub weights for {backbone}; {local}")
+    config = timm.models.get_pretrained_cfg(backbone)
+    names = (config.hf_hub_filename,) if config.hf_hub_filename else HUB_FILES
+    path = download_from_hub(repo_id, names, "--pretrained imagenet", also=local)
+    return PretrainedWeights(path, f"hf-hub:{repo_id}")
+
+
+def resolve_pretrained(pretrained: str | os.PathLike | None, backbone: str) -> PretrainedWeights | None:
+    """`none` -> None; a file -> that file; `imagenet` -> `PromptIQA/checkpoints/<backbone>.*` if there
+    is one, else timm's Hub weights for the backbone (as timm.create_model(backbone, pretrained=True)
+    loads them), downloaded once into the Hugging Face cache.
+
+    Fails at once, naming both ways to provide the weights, when they cannot be had: training never
+    falls back to random weights silently.
     """
     if pretrained is None or str(pretrained).lower() == "none":
         return None
-    how_to_get = (
-        "this machine cannot download them. On a machine with internet access run "
-        f"torch.save(timm.create_model('{backbone}', pretrained=True).state_dict(), '{backbone}.pth') "
-        f"and copy the file to {CHECKPOINT_DIR}/ or pass --pretrained PATH; --pretrained none trains "
-        "from random weights."
+    local = (
+        f"put a weights file at {CHECKPOINT_DIR}/{backbone}.pth (saved on a connected machine with "
+        f"torch.save(timm.create_model('{backbone}', pretrained=True).state_dict(), '{backbone}.pth')) "
+        "or pass --pretrained PATH; --pretrained none trains from random weights"
     )
     if str(pretrained).lower() != "imagenet":
         if not Path(pretrained).is_file():
-            raise UserError(f"--pretrained {pretrained}: file not found; {how_to_get}")
-        return Path(pretrained)
-    for suffix in (".pth", ".pth.tar", ".safetensors", ".bin"):
+            raise UserError(f"--pretrained {pretrained}: file not found; pass a weights file, imagenet or none")
+        return PretrainedWeights(Path(pretrained), str(pretrained))
+    for suffix in LOCAL_SUFFIXES:
         candidate = CHECKPOINT_DIR / f"{backbone}{suffix}"
         if candidate.is_file():
-            return candidate
-    raise UserError(f"--pretrained imagenet: no ImageNet weights for {backbone} in {CHECKPOINT_DIR}/; {how_to_get}")
+            return PretrainedWeights(candidate, str(candidate))
+    return _hub_weights(backbone, local)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

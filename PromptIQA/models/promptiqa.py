@@ -68,6 +68,15 @@ def quality_cnn(in_dim: int, grid: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def other_indices(batch: int, device: torch.device | None = None) -> torch.Tensor:
+    """(B, B - 1): row i lists 0..B-1 without i, in order. Computed as j + (j >= i), a gather that
+    torch.compile keeps in one graph; the published boolean-mask selection has a data-dependent size
+    and splits the graph."""
+    rows = torch.arange(batch, device=device).unsqueeze(1)
+    columns = torch.arange(batch - 1, device=device).unsqueeze(0)
+    return columns + (columns >= rows).long()
+
+
 def head_blocks(depth: int, qkv_bias: bool, norm_layer=LayerNormHead) -> nn.Sequential:
     return nn.Sequential(*(Block(PROMPT_DIM, 4, qkv_bias=qkv_bias, norm_layer=norm_layer) for _ in range(depth)))
 
@@ -87,7 +96,7 @@ class PromptIQA(nn.Module):
         backbone = build_backbone(config.backbone, config.img_size, config.cnn_dim)
         weights = resolve_pretrained(pretrained, config.backbone)
         if weights is not None:
-            load_backbone_weights(backbone.model, weights)
+            load_backbone_weights(backbone.model, weights.path)
         # Isotropic backbones sit under `vit`, the published checkpoint's prefix.
         if backbone.isotropic:
             self.vit, self.cnn_backbone = backbone.model, None
@@ -176,7 +185,4 @@ class PromptIQA(nn.Module):
         """Training step (docs/model.md 4.3): image i is scored against the other B - 1 ISPs, in batch order."""
         features = self.image_features(images)
         prompts = self.prompt_vectors(features, scores)
-        b = features.shape[0]
-        others = torch.arange(b, device=features.device).repeat(b, 1)
-        others = others[~torch.eye(b, dtype=torch.bool, device=features.device)].view(b, b - 1)
-        return self.score_features(features, prompts[others])
+        return self.score_features(features, prompts[other_indices(features.shape[0], features.device)])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
@@ -13,11 +13,33 @@ from tqdm import tqdm
 from ..data.image import read_image, to_tensor
 from ..data.prompts import PromptSet
 from ..models import PromptIQA
-from ..utils.device import check_compile_support, compile_errors, precision_scope, resolve_precision
+from ..utils.device import (
+    autocast,
+    check_compile_support,
+    compile_errors,
+    resolve_precision,
+    set_matmul_precision,
+)
 from ..utils.lru import LRUCache, file_digest
 
 ImageInput = Sequence[str | os.PathLike] | torch.Tensor
 PROMPT_CACHE_SIZE = 64  # encoded prompt sets kept per Scorer (as many as the web app keeps)
+
+
+def padded_to(batch_size: int, function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """`function` of a batch (and other arguments), called with the batch padded to `batch_size` rows
+    (repeats of its last row) and its result cut back. A compiled function then sees one batch shape
+    and compiles once, instead of again for a smaller last batch or prompt set. Rows are independent in
+    inference (batch norm uses its running statistics), so padding does not change the kept rows."""
+
+    def call(batch: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        rows = batch.shape[0]
+        if rows >= batch_size:
+            return function(batch, *rest)
+        padding = batch[-1:].expand(batch_size - rows, *batch.shape[1:])
+        return function(torch.cat([batch, padding]), *rest)[:rows]
+
+    return call
 
 
 class Scorer:
@@ -28,8 +50,9 @@ class Scorer:
     >>> scorer.score_images(["query.png"], prompts)
 
     `precision` is `auto` (bf16 autocast on CUDA, fp32 elsewhere), `fp32`, `tf32` or `bf16`;
-    `compile=True` compiles the image and scoring paths with torch.compile (the first batch of each
-    size pays the compilation).
+    `compile=True` compiles the image and scoring paths with torch.compile (the first batch pays the
+    compilation; every batch is padded to `batch_size`, so one graph serves them all). On CUDA, building
+    a Scorer sets the process's TF32 flags for its precision, once: batches never switch them.
     """
 
     def __init__(
@@ -45,18 +68,23 @@ class Scorer:
         self.batch_size = batch_size
         self.workers = workers
         self.precision = resolve_precision(precision, self.device)
+        if self.device.type == "cuda":
+            set_matmul_precision(self.precision)
+        self.compiled = compile
         self._image_features = self.model.image_features
         self._score_features = self.model.score_features
         if compile:
             check_compile_support(self.device)
-            self._image_features = torch.compile(self.model.image_features)
-            self._score_features = torch.compile(self.model.score_features)
+            self._image_features = padded_to(batch_size, torch.compile(self.model.image_features))
+            self._score_features = padded_to(batch_size, torch.compile(self.model.score_features))
         self._prompt_cache: LRUCache[torch.Tensor] = LRUCache(PROMPT_CACHE_SIZE)
 
     @contextmanager
     def _running(self) -> Iterator[None]:
-        """No autograd, the chosen precision, and compilation failures reported as UserError."""
-        with torch.inference_mode(), precision_scope(self.device, self.precision), compile_errors():
+        """No autograd, the chosen precision, and (compiled only) compilation failures reported as UserError."""
+        with torch.inference_mode(), autocast(self.device, self.precision), (
+            compile_errors() if self.compiled else nullcontext()
+        ):
             yield
 
     @property

@@ -84,16 +84,16 @@ def train_one_epoch(run: Run, epoch: int) -> EpochStats:
         predictions.append(transform.invert(output.detach().float()))
         labels.append(transform.invert(targets))
         dataset_names.append(run.datasets[int(dataset_ids[0])].name)
-        last = time.perf_counter()
         if len(losses) - checked >= LOG_EVERY:
-            window = check_losses(losses, checked, epoch, dataset_names)
+            window = check_losses(losses, checked, epoch, dataset_names)  # waits for the device
             checked = len(losses)
-            elapsed = last - start
+            elapsed = time.perf_counter() - start
             bar.set_postfix(
                 loss=f"{window.mean().item():.4f}",
                 img_s=f"{len(losses) * len(targets) * ctx.world_size / elapsed:.1f}",
                 data_wait=f"{data_wait / elapsed:.0%}",
             )
+        last = time.perf_counter()  # after the sync above, so waiting for the device is not data wait
     if len(losses) > checked:
         check_losses(losses, checked, epoch, dataset_names)
     local = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32), np.zeros(0))

@@ -2,7 +2,9 @@
 context every epoch shares, checkpoint contents, resume and the end-of-epoch saves."""
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from ..evaluation.results import EpochStats, EvalResult, epoch_score
 from ..models import ModelConfig, PromptIQA
 from ..models.backbone import resolve_pretrained
 from ..models.checkpoint import read_checkpoint, save_checkpoint
-from ..utils.device import compile_model, resolve_precision, set_matmul_precision
+from ..utils.device import compile_model, resolve_precision
 from ..utils.distributed import DistContext, all_gather_objects
 from ..utils.errors import UserError, naming
 from .config import RunConfig, TrainConfig
@@ -37,14 +39,14 @@ def check_network(config: TrainConfig) -> None:
     device (no memory, no arithmetic) and a batch is passed through its image path, so that a
     backbone that does not fit, or does not run at --img-size, fails before any image is cached."""
     weights = resolve_pretrained(config.pretrained, config.model.backbone)
-    if weights is not None and weights.suffix != ".safetensors":
+    if weights is not None and weights.path.suffix != ".safetensors":
         with naming("--pretrained"):
-            read_checkpoint(weights)
+            read_checkpoint(weights.path)
     size = config.model.img_size
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "copying into a meta parameter is a no-op": as intended here
-            model = PromptIQA(config.model, weights).eval()
+            model = PromptIQA(config.model, weights.path if weights else None).eval()
             model.image_features(torch.empty(2, 3, size, size))  # the rest of the network does not depend on the size
     except (RuntimeError, ValueError, AssertionError) as error:  # how timm's backbones refuse an input size
         raise UserError(
@@ -99,10 +101,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, torch.Tensor | list[torch.Tensor]]:
-    """This process's torch RNG (dropout); groups, flips and label augmentations derive from the epoch."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """This process's torch RNG (dropout): the CPU's and its own GPU's, not every visible GPU's
+    (under SLURM each process may see one GPU only). Groups, flips and label augmentations derive
+    from the epoch."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def saved_cuda_rng(saved: dict, device: torch.device) -> torch.Tensor | None:
+    """The CUDA RNG state in `saved` (one process's rng_state) that belongs to `device`; None where
+    there is none to restore (saved or resumed on the CPU). Older checkpoints hold a list of every
+    visible GPU's state: the entry of this device's index is taken when the list has one."""
+    cuda = saved.get("cuda")
+    if device.type != "cuda" or cuda is None or (isinstance(cuda, list) and not cuda):
+        return None
+    if isinstance(cuda, torch.Tensor):
+        return cuda
+    index = device.index or 0
+    return cuda[index] if index < len(cuda) else None
+
+
+def restore_rng(saved: dict, device: torch.device) -> None:
+    """Set this process's RNG to `saved` (written by rng_state, possibly with another device count)."""
+    torch.set_rng_state(saved["cpu"])
+    cuda = saved_cuda_rng(saved, device)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def place_optimizer_steps(optimizer: torch.optim.Optimizer) -> None:
+    """Put each `step` count where this optimiser's own settings want it (docs/training.md 5).
+
+    `Optimizer.load_state_dict` places `step` by the *saved* group's `fused`/`capturable` flags, so a
+    state saved by non-fused Adam (or on another device) leaves fused Adam on CUDA with CPU steps,
+    and the reverse leaves non-fused Adam with device steps. As torch's Adam creates them: fused or
+    capturable, a float32 tensor on the parameter's device; otherwise a CPU tensor of the default dtype.
+    """
+    for group in optimizer.param_groups:
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            step = state.get("step")
+            if isinstance(step, torch.Tensor):
+                device = param.device if on_device else torch.device("cpu")
+                dtype = torch.float32 if on_device else torch.get_default_dtype()
+                state["step"] = step.to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -130,7 +174,6 @@ def start_run(
 ) -> Run:
     """Datasets, network, optimiser and loaders of a run, resumed from `--resume` if given."""
     precision = resolve_precision(config.execution.precision, ctx.device)
-    set_matmul_precision(precision)
     datasets = open_datasets(
         records, config.model.img_size, config.seed, ctx, cache_dir=config.data.cache_dir,
         workers=config.data.workers, on_bad_image=config.data.on_bad_image, log=log.info,
@@ -152,10 +195,10 @@ def start_run(
     checkpoint = resume_path(config.run)
     if checkpoint:
         resume(run, checkpoint)
-    network = compile_model(model, config.execution.compile)  # compiled first, then wrapped
+    network: nn.Module = model
     if ctx.distributed:
-        network = DistributedDataParallel(network, device_ids=[ctx.device.index] if cuda else None)
-    run.network = network
+        network = DistributedDataParallel(model, device_ids=[ctx.device.index] if cuda else None)
+    run.network = compile_model(network, config.execution.compile)  # wrapped first, then compiled
     return run
 
 
@@ -163,16 +206,15 @@ def resume(run: Run, path: Path) -> None:
     """Continue from a `last.pth.tar`: weights, optimiser, epoch, best record, history and RNG state."""
     ckpt = read_training_checkpoint(path, run.config)
     run.model.load_state_dict(ckpt["model"])
-    fused = [group["fused"] for group in run.optimizer.param_groups]
+    own = [{key: group[key] for key in ("fused", "capturable")} for group in run.optimizer.param_groups]
     run.optimizer.load_state_dict(ckpt["optimizer"])
-    for group, own in zip(run.optimizer.param_groups, fused):
-        group["fused"] = own  # the saved run's device may have been another
+    for group, settings in zip(run.optimizer.param_groups, own):
+        group.update(settings)  # the saved run's device may have been another
+    place_optimizer_steps(run.optimizer)
     states = ckpt.get("rng", [])
     ctx = run.dist
     if len(states) == ctx.world_size:
-        torch.set_rng_state(states[ctx.rank]["cpu"])
-        if states[ctx.rank]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states[ctx.rank]["cuda"])
+        restore_rng(states[ctx.rank], ctx.device)
     else:
         run.log.info(f"resume: saved with {len(states)} process(es), now {ctx.world_size}: RNG streams start afresh")
     run.start_epoch, run.best = ckpt["epoch"], ckpt["best"]
@@ -203,22 +245,39 @@ def checkpoint_state(run: Run, epoch: int) -> dict:
         "history": run.history,
         "config": run.config.to_dict(),
         "topology": run.topology.to_dict(),
-        "rng": all_gather_objects(rng_state(), run.dist),
+        "rng": all_gather_objects(rng_state(run.dist.device), run.dist),
     }
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` a hard link to `source` (a copy where the file system has no hard links),
+    replacing any old `target` atomically: a link to a temp name, then a rename over it."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:  # no hard links here (some network and FAT file systems, other devices)
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def save_checkpoints(state: dict, folder: Path, best: bool) -> None:
+    """last.pth.tar, written once (atomically); after a best epoch best.pth.tar becomes a hard link to
+    it, so the best epoch costs no second file. The next epoch's last.pth.tar is a new file (written
+    beside, then renamed), so the link keeps the best epoch's weights."""
+    save_checkpoint(state, folder / LAST)
+    if best:
+        link_or_copy(folder / LAST, folder / BEST)
 
 
 def save_epoch(run: Run, epoch: int, results: list[EvalResult]) -> None:
     """Checkpoints, then metrics, then predictions.
 
-    best.pth.tar comes before last.pth.tar, so a saved state never names a best file that is not on
-    disk; the metrics are rewritten from the history the checkpoint now holds, so however a run
-    stops, the resumed one lists each epoch once.
+    The metrics are rewritten from the history the checkpoint now holds, so however a run stops, the
+    resumed one lists each epoch once.
     """
     state = checkpoint_state(run, epoch)
     if run.dist.is_main:
-        folder = Path(run.config.run.save_path)
-        if run.best["epoch"] == epoch:
-            save_checkpoint(state, folder / BEST)
-        save_checkpoint(state, folder / LAST)
+        save_checkpoints(state, Path(run.config.run.save_path), best=run.best["epoch"] == epoch)
     run.log.write_metrics(run.history)
     run.log.predictions(results)

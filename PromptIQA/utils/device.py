@@ -64,6 +64,15 @@ def set_matmul_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
 
 
+def configure_backends(device: torch.device, precision: str) -> None:
+    """The process-wide switches, set once by a program before its first batch, never per batch:
+    the TF32 flags for `precision`, and cuDNN's autotuner on CUDA (the image size is fixed, so the
+    fastest convolution algorithms are searched once and reused)."""
+    set_matmul_precision(precision)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The autocast context for a forward pass: bf16 with fp32 weights, or disabled."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -104,21 +113,33 @@ def check_compile_support(device: torch.device) -> None:
             raise UserError(f"--compile: torch.compile on the CPU needs a C++ compiler ({error}); {COMPILE_FIX}") from None
 
 
-@contextmanager
-def compile_errors() -> Iterator[None]:
-    """Turns a failure of torch.compile, which shows at the first compiled call, into a UserError."""
+def _compile_failures() -> tuple[type[Exception], ...]:
+    """The exceptions a failing torch.compile raises at the first compiled call. InductorError only
+    exists in newer torch versions; older ones wrap Inductor's failures in a dynamo exception."""
     from torch._dynamo.exc import TorchDynamoException
-    from torch._inductor.exc import InductorError
 
     try:
+        from torch._inductor.exc import InductorError
+    except ImportError:
+        return (TorchDynamoException,)
+    return (TorchDynamoException, InductorError)
+
+
+@contextmanager
+def compile_errors() -> Iterator[None]:
+    """Turns a failure of torch.compile, which shows at the first compiled call, into a UserError.
+    Only for code that runs a compiled model: it imports torch.compile's machinery."""
+    failures = _compile_failures()
+    try:
         yield
-    except (TorchDynamoException, InductorError) as error:
+    except failures as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"--compile: torch.compile failed ({reason}); {COMPILE_FIX}") from None
 
 
 def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """`torch.compile(model)` when enabled (before any DDP wrap), else the model itself.
+    """`torch.compile(model)` when enabled, else the model itself. A DDP model is compiled wrapped
+    (as PyTorch recommends: the compiled backward then overlaps DDP's all-reduce by bucket).
 
     Raises UserError at once where compilation cannot work; run the first calls of the compiled
     model under `compile_errors()` to get the same kind of message for a failure inside compilation.

@@ -38,20 +38,32 @@ def parse_hf_name(name: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:]) or PUBLISHED_FILE
 
 
-def _download(repo_id: str, filename: str, name: str) -> Path:
+def download_from_hub(repo_id: str, filenames: tuple[str, ...], name: str, also: str = "") -> Path:
+    """The cached path of the first of `filenames` that `repo_id` holds, downloaded once.
+
+    UserError naming `name`, why, and how to fix it (`also`: another way to provide the file).
+    """
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.utils import EntryNotFoundError, HFValidationError
+        from huggingface_hub.utils import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
     except ImportError:
         raise UserError(f"{name}: needs the huggingface_hub package; pip install huggingface_hub") from None
-    try:
-        return Path(hf_hub_download(repo_id, filename))
-    except (EntryNotFoundError, HFValidationError, OSError) as error:  # hub errors are OSErrors or these
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        where = ("HF_HUB_OFFLINE is set and the file is not in the local cache; unset it once to download"
-                 if offline else "check the name, your network connection, and access rights to the repository")
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{name}: cannot get {filename} from {repo_id} ({reason}); {where}") from error
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id, filename))
+        except EntryNotFoundError as error:  # the repository has no such file: try the next name
+            if isinstance(error, LocalEntryNotFoundError) or filename == filenames[-1]:
+                failure = error
+                break
+        except (HFValidationError, OSError) as error:  # hub errors are OSErrors or these
+            failure = error
+            break
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    where = ("HF_HUB_OFFLINE is set and the file is not in the local cache; unset it once to download"
+             if offline else "check the name, your network connection, and access rights to the repository")
+    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+    fix = f"{where}; or {also}" if also else where
+    raise UserError(f"{name}: cannot get {filename} from {repo_id} ({reason}); {fix}") from failure
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -60,4 +72,4 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not name.startswith(HF_PREFIX):
         return Path(path)
     repo_id, filename = parse_hf_name(name)
-    return _download(repo_id, filename, name)
+    return download_from_hub(repo_id, (filename,), name)
