@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from ..data.image import read_image, to_tensor
 from ..data.prompts import PromptSet
-from ..scoring.saved_prompts import SavedPrompts, check_same_checkpoint
+from ..models.checkpoint import load_model
+from ..scoring.saved_prompts import SavedPrompts, check_same_checkpoint, checkpoint_identity
 from ..utils.errors import UserError
 from .extra import require
 from .manifest import BAKED, INPUT_LAYOUTS, PROMPT, QUERY, ExportManifest, read_manifest
@@ -35,6 +36,14 @@ def open_session(path: str | os.PathLike, providers: Sequence[str] | None = None
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def check_exported_checkpoint(scorer: "OnnxScorer", checkpoint: str | os.PathLike, flag: str = "--checkpoint") -> None:
+    """Refuse a checkpoint other than the one the scorer's graphs were exported from."""
+    if checkpoint_identity(load_model(checkpoint)) != scorer.checkpoint:
+        raise UserError(f"{flag} {checkpoint}: not the checkpoint exported to {scorer.folder} (their weights "
+                        "differ); drop it to score with the export alone, or export this checkpoint with "
+                        "promptiqa-export --checkpoint ... --output DIR")
 
 
 class OnnxScorer:
