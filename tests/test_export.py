@@ -171,8 +171,7 @@ def test_test_py_onnx_runtime_equals_pytorch(exported, files, capsys):
     code, with_checkpoint, _ = run(score_cli.main, ["--runtime", "onnx", "--onnx", exported,
                                                     "--checkpoint", files / "small.pth.tar"] + common, capsys)
     assert code == 0
-    code, baked_out, _ = run(score_cli.main, ["--runtime", "onnx", "--onnx", exported,
-                                              "--images", files / "queries"], capsys)
+    code, baked_out, _ = run(score_cli.main, ["--onnx", exported, "--images", files / "queries"], capsys)
     assert code == 0
     expected = score_lines(torch_out)
     assert len(expected) == 7
@@ -196,6 +195,25 @@ def test_graphs_and_prompts_of_another_checkpoint_are_refused(exported, files, t
     code, _, err = run(export_cli.main, ["--checkpoint", files / "small.pth.tar", "--output", tmp_path / "baked",
                                          "--prompts", other_set], capsys)
     assert code == 2 and "encoded by another checkpoint" in err and not (tmp_path / "baked").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--runtime", "onnx"], "--runtime onnx: give --onnx DIR"),
+    (["--onnx", "DIR", "--compile", "--precision", "bf16"], "--compile, --precision: options of the PyTorch runtime"),
+    (["--onnx", "DIR", "--dataset", "demo_kadid"], "--runtime onnx applies to scoring images"),
+])
+def test_test_py_onnx_refuses_what_does_not_apply(flags, message, files, capsys):
+    flags = [str(files) if f == "DIR" else f for f in flags]
+    code, out, err = run(score_cli.main, flags + ["--prompts", files / "prompts.json", "--images", files / "queries"],
+                         capsys)
+    assert code == 2 and out == "" and message in err and "Traceback" not in err
+
+
+def test_export_refuses_a_folder_that_is_not_an_export_before_loading(files, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run(export_cli.main, ["--checkpoint", tmp_path / "missing.pth.tar", "--output", tmp_path], capsys)
+    assert code == 2 and "folder exists and is not an earlier export" in err
+    assert os.listdir(tmp_path) == ["notes.txt"]
 
 
 def test_an_export_beyond_tolerance_is_not_written(files, tmp_path, monkeypatch):

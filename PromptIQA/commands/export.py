@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    require("onnx"), require("onnxruntime")
+    require("onnx")
+    require("onnxruntime")
     check_output_folder(Path(args.output))
     if args.prompts and is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts):
         raise UserError(f"--prompts {args.prompts}: a saved prompt set already holds its scores; --score-range and "

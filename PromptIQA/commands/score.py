@@ -6,6 +6,7 @@ checkpoint on the test split of datasets.
     python test.py --checkpoint CKPT --prompts PROMPTS.json --save-prompts SET.pt
     python test.py --checkpoint CKPT --prompts SET.pt --images IMG_OR_DIR ...
     python test.py --checkpoint CKPT --dataset NAME ... [--dataset-info JSON] [--save-dir DIR]
+    python test.py --runtime onnx --onnx DIR [--prompts PROMPTS] --images IMG_OR_DIR ...   (promptiqa-export)
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
                         help="onnx: score with the exported graphs of --onnx; prompt files go through its prompt "
                              "graph; without --prompts, its baked prompt set")
-    deploy.add_argument("--onnx", metavar="DIR", help="folder written by promptiqa-export (with --runtime onnx)")
+    deploy.add_argument("--onnx", metavar="DIR", help="folder written by promptiqa-export (implies --runtime onnx)")
     return both_spellings(parser)
 
 
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv or example_arguments())
+    args.runtime = "onnx" if args.onnx else args.runtime
     if args.dataset:
         return evaluate_datasets(args)
     check_scoring_args(parser, args)

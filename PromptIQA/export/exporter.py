@@ -82,7 +82,6 @@ def _quiet_tracing():
     """The tracer's notices (its deprecation, Python checks frozen into the trace) are not the user's
     concern: the export-time check runs every graph at two batch sizes against PyTorch."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
@@ -186,9 +185,11 @@ def export_onnx(model: PromptIQA, output: str | os.PathLike, prompts: SavedPromp
     """Export `model`'s scoring path to the folder `output` (see the module doc) and return its manifest.
 
     `prompts` (encoded by this model) are baked into baked.onnx. `quantize="int8"` writes int8 graphs.
-    Nothing is written unless every graph agrees with PyTorch within TOLERANCE.
+    Nothing is written unless every graph agrees with PyTorch within TOLERANCE. The model is moved to
+    the CPU in fp32 (where the graphs are traced and checked).
     """
-    require("onnx"), require("onnxruntime")
+    require("onnx")
+    require("onnxruntime")
     if input_form not in INPUT_FORMS:
         raise UserError(f"input form {input_form!r}: give one of {', '.join(INPUT_FORMS)}")
     if quantize not in (None, *QUANTIZE_CHOICES):
