@@ -57,8 +57,9 @@ def synthetic_images(count: int, size: int, seed: int) -> np.ndarray:
 
 
 def check_inputs(size: int, prompts: SavedPrompts | None) -> CheckInputs:
-    """The baked prompt set's own ISP images when there is one, else synthetic ones; synthetic queries."""
-    if prompts is not None:
+    """The baked prompt set's own ISP images when they are at hand (a saved set may have outlived
+    them), else synthetic ones; synthetic queries."""
+    if prompts is not None and all(Path(p).is_file() for p in prompts.prompt_set.paths):
         isp = np.stack([read_image(p, size) for p in prompts.prompt_set.paths])
         scores = np.asarray(prompts.prompt_set.scores, dtype=np.float32)
     else:
@@ -73,6 +74,8 @@ def check_output_folder(output: Path, flag: str = "--output") -> None:
         raise UserError(f"{flag} {output}: is a file; give a folder name")
     if not output.parent.is_dir():
         raise UserError(f"{flag} {output}: folder {output.parent} does not exist; create it or write elsewhere")
+    if not os.access(output.parent, os.W_OK):
+        raise UserError(f"{flag} {output}: folder {output.parent} is not writable by this user; write elsewhere")
     if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST_NAME).is_file():
         raise UserError(f"{flag} {output}: folder exists and is not an earlier export; give a new or empty folder")
 
