@@ -86,6 +86,7 @@ def _quiet_tracing():
     concern: the export-time check runs every graph at two batch sizes against PyTorch."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")  # its own internals
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
