@@ -15,7 +15,8 @@ ALLOWED = {
     "scoring": {"utils", "models", "data"},
     "training": {"utils", "models", "data", "evaluation"},
     "app": {"utils", "models", "data", "scoring"},
-    "commands": {"utils", "models", "data", "evaluation", "scoring", "training", "app"},
+    "export": {"utils", "models", "data", "scoring"},
+    "commands": {"utils", "models", "data", "evaluation", "scoring", "training", "app", "export"},
 }
 
 

@@ -6,6 +6,7 @@ checkpoint on the test split of datasets.
     python test.py --checkpoint CKPT --prompts PROMPTS.json --save-prompts SET.pt
     python test.py --checkpoint CKPT --prompts SET.pt --images IMG_OR_DIR ...
     python test.py --checkpoint CKPT --dataset NAME ... [--dataset-info JSON] [--save-dir DIR]
+    python test.py --runtime onnx --onnx DIR [--prompts PROMPTS] --images IMG_OR_DIR ...   (promptiqa-export)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ..data.prompts import PromptSet, check_score_range, read_prompt_file, unit_
 from ..evaluation.evaluate import Evaluation, evaluate
 from ..evaluation.prompt_experiment import run_prompt_experiment
 from ..evaluation.results import format_results, save_predictions
+from ..export.runtime import OnnxScorer, check_exported_checkpoint
 from ..models.checkpoint import (
     DEFAULT_CHECKPOINT,
     CheckpointNotFound,
@@ -132,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image decoding threads (0: decode in the main thread)")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
     parser.add_argument("--img-size", type=image_size, help="override the image size recorded in the checkpoint")
+    deploy = parser.add_argument_group('ONNX Runtime (pip install ".[onnx]"; graphs written by promptiqa-export)')
+    deploy.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                        help="onnx: score with the exported graphs of --onnx; prompt files go through its prompt "
+                             "graph; without --prompts, its baked prompt set")
+    deploy.add_argument("--onnx", metavar="DIR", help="folder written by promptiqa-export (implies --runtime onnx)")
     return accept_negative_numbers(both_spellings(parser))
 
 
@@ -176,10 +183,10 @@ def check_output_is_not_an_input(output: str, inputs: Sequence[str]) -> None:
 
 
 def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not args.prompts or not (args.images or args.save_prompts):
+    if not (args.prompts or args.runtime == "onnx") or not (args.images or args.save_prompts):
         parser.error("give --prompts and --images to score images (or --prompts and --save-prompts to save them), "
                      "or --dataset to evaluate")
-    if is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts or args.save_prompts):
+    if args.prompts and is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts or args.save_prompts):
         raise UserError(f"--prompts {args.prompts}: a saved prompt set already holds its scores; --score-range, "
                         "--reverse-prompts and --save-prompts apply when saving it from the prompt file")
     if args.score_range:
@@ -258,19 +265,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv or example_arguments())
+    args.runtime = "onnx" if args.onnx else args.runtime
     if args.dataset:
         return evaluate_datasets(args)
     check_scoring_args(parser, args)
-    given = read_prompts(args)
+    given = read_prompts(args) if args.prompts else None
     images = collect_images(args.images or [])
     if args.output:
         inputs = [args.prompts, *images] + (list(given.paths) if isinstance(given, PromptSet) else [])
         check_output_is_not_an_input(args.output, inputs)
-    model = load_scoring_model(args)
-    scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
-                    compile=args.compile)
-    configure_backends(scorer.device, scorer.precision)  # once, before the first batch
-    prompts = prepare_and_save_prompts(args, given, scorer)
+    if args.runtime == "onnx":
+        scorer, prompts = onnx_scoring(args, given)
+    else:
+        model = load_scoring_model(args)
+        scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                        compile=args.compile)
+        configure_backends(scorer.device, scorer.precision)  # once, before the first batch
+        prompts = prepare_and_save_prompts(args, given, scorer)
     if not images:
         return 0
     if prompts.score_range or prompts.lower_better or args.lower_is_better:
@@ -281,10 +292,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def onnx_scoring(args: argparse.Namespace, given: PromptSet | SavedPrompts | None) -> tuple[OnnxScorer, SavedPrompts]:
+    """--runtime onnx: the graphs exported to --onnx and the prompts for them (PromptIQA/export)."""
+    pytorch_only = {"--compile": args.compile, "--backbone": args.backbone, "--img-size": args.img_size,
+                    "--save-prompts": args.save_prompts, "--precision": args.precision not in ("auto", "fp32"),
+                    "--device": args.device not in ("auto", "cpu")}
+    if not args.onnx or any(pytorch_only.values()):
+        raise UserError("--runtime onnx: give --onnx DIR (a folder written by promptiqa-export)" if not args.onnx else
+                        f"{', '.join(f for f, used in pytorch_only.items() if used)}: options of the PyTorch runtime; "
+                        "drop them with --runtime onnx (ONNX Runtime scores on the CPU with the exported graphs)")
+    with naming("--onnx"):
+        scorer = OnnxScorer(args.onnx, batch_size=args.batch_size, workers=args.workers)
+    if args.checkpoint != str(DEFAULT_CHECKPOINT):
+        with naming("--checkpoint"):
+            check_exported_checkpoint(scorer, args.checkpoint)
+    if given is not None:
+        with naming("--prompts"):
+            lower_better = args.lower_is_better != args.reverse_prompts  # as prepare_and_save_prompts
+            return scorer, scorer.prepare_prompts(given, given_score_range(args), lower_better, args.prompts)
+    if scorer.baked_prompts is None:
+        raise UserError(f"--onnx {args.onnx}: this export has no baked prompt set; give --prompts, or export "
+                        "with promptiqa-export --prompts")
+    return scorer, scorer.baked_prompts
+
+
 def evaluate_datasets(args: argparse.Namespace) -> int:
     """SRCC/PLCC per dataset on the test split, prompts chosen from the training split as in training."""
-    if args.compile:
-        raise UserError("--compile applies to scoring images (--prompts/--images); drop it for --dataset")
+    if args.compile or args.runtime == "onnx":
+        raise UserError(f"{'--compile' if args.compile else '--runtime onnx'} applies to scoring images "
+                        "(--prompts/--images); drop it for --dataset")
     with naming("--checkpoint"):
         ckpt = read_checkpoint(args.checkpoint)
     seed = args.seed if args.seed is not None else ckpt.get("config", ckpt.get("args", {})).get("seed", DEFAULT_SEED)

@@ -187,7 +187,12 @@ def read_saved_prompts(path: str | os.PathLike) -> SavedPrompts:
 def check_same_checkpoint(saved: SavedPrompts, model: PromptIQA, source: str | os.PathLike = "saved prompts") -> None:
     """Refuse prompts encoded by a network other than `model` (`source` names the file or object)."""
     own = in_memory_identity(model) if saved.checkpoint.startswith(_IN_MEMORY) else checkpoint_identity(model)
-    if saved.checkpoint != own:
+    check_same_identity(saved, own, source)
+
+
+def check_same_identity(saved: SavedPrompts, identity: str, source: str | os.PathLike = "saved prompts") -> None:
+    """Refuse prompts whose network identity is not `identity` (a checkpoint_identity, e.g. of an export)."""
+    if saved.checkpoint != identity:
         raise UserError(f"{source}: these prompts were encoded by another checkpoint, so their vectors do not fit "
                         f"this one; use the checkpoint they were encoded with, or {_HOW_TO_SAVE} with this checkpoint")
 
