@@ -5,6 +5,7 @@ checkpoint on the test split of datasets.
     python test.py --checkpoint CKPT --prompts PROMPTS --images IMG_OR_DIR ... [--output out.csv]
     python test.py --checkpoint CKPT --prompts PROMPTS.json --save-prompts SET.pt
     python test.py --checkpoint CKPT --prompts SET.pt --images IMG_OR_DIR ...
+    torchrun --nproc-per-node N test.py --prompts SET.pt --images 'shards/{00000..00099}.tar' --output scores.parquet
     python test.py --checkpoint CKPT --dataset NAME ... [--dataset-info JSON] [--save-dir DIR]
 """
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +26,9 @@ from ..evaluation.evaluate import Evaluation, evaluate
 from ..evaluation.prompt_experiment import run_prompt_experiment
 from ..evaluation.results import format_results, save_predictions
 from ..models.checkpoint import DEFAULT_CHECKPOINT, load_model, model_from_checkpoint, read_checkpoint
+from ..scoring.collection import Collection
+from ..scoring.job import CollectionJob
+from ..scoring.outputs import output_format
 from ..scoring.saved_prompts import (
     SAVED_PROMPTS_SUFFIX,
     SavedPrompts,
@@ -36,11 +39,11 @@ from ..scoring.saved_prompts import (
     read_saved_prompts,
     save_prompts,
 )
-from ..scoring.scorer import Scorer
+from ..scoring.scorer import ScoredImage, Scorer
 from ..utils.atomic import write_csv_atomic
 from ..utils.constants import EXAMPLES_DIR
 from ..utils.device import PRECISION_CHOICES, precision_scope, resolve_device, resolve_precision
-from ..utils.distributed import DistContext
+from ..utils.distributed import DistContext, cleanup, join_torchrun, launched_by_torchrun
 from ..utils.errors import UserError
 from .common import both_spellings, collect_images, run_main
 
@@ -89,8 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default file best_model.pth.tar; the published weights: hf:Zevin2023/PromptIQA)")
     parser.add_argument("--prompts", help='JSON {"isp": [[image, score], ...]}, CSV path,score, or a prompt set '
                                           f"saved with --save-prompts (*{SAVED_PROMPTS_SUFFIX})")
-    parser.add_argument("--images", nargs="+", help="images or folders of images to score")
-    parser.add_argument("--output", help="also write the scores as CSV (path,score)")
+    parser.add_argument("--images", nargs="+", help="images, folders of images, WebDataset tar shards "
+                                                    "(brace ranges such as 'shards/{00000..00099}.tar') to score")
+    parser.add_argument("--output", help="also write the scores (path,score,error) as .csv, .jsonl or .parquet")
+    collection = parser.add_argument_group("scoring a collection (see the README: Scoring a collection)")
+    collection.add_argument("--image-list", nargs="+", default=[], metavar="FILE",
+                            help="files with one image path per line, relative to the file's folder")
+    collection.add_argument("--recursive", action="store_true", help="also score the images in sub-folders")
+    collection.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                            help="fail: stop with the list (default); skip: record the error in the output, go on")
+    collection.add_argument("--resume", action="store_true",
+                            help="continue an interrupted run of the same command: score only what --output lacks")
     parser.add_argument("--save-prompts", metavar=f"FILE{SAVED_PROMPTS_SUFFIX}",
                         help="save the encoded prompts for this checkpoint; reuse them with --prompts FILE")
     parser.add_argument("--reverse-prompts", action="store_true", help="use 1 - score for every ISP")
@@ -119,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network for scoring images (the first batch waits for compilation)")
     parser.add_argument("-j", "--workers", type=non_negative_int, default=4,
-                        help="image decoding threads (0: decode in the main thread)")
+                        help="image decoding processes (0: decode in the main process)")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
     parser.add_argument("--img-size", type=int, help="override the image size recorded in the checkpoint")
     return both_spellings(parser)
@@ -145,7 +157,7 @@ def check_output(path: str) -> None:
 
 
 def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not args.prompts or not (args.images or args.save_prompts):
+    if not args.prompts or not (args.images or args.image_list or args.save_prompts):
         parser.error("give --prompts and --images to score images (or --prompts and --save-prompts to save them), "
                      "or --dataset to evaluate")
     if is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts or args.save_prompts):
@@ -153,6 +165,7 @@ def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace
                         "--reverse-prompts and --save-prompts apply when saving it from the prompt file")
     if args.output:
         check_output(args.output)
+    check_collection_args(args)
     if args.save_prompts:
         check_save_path(args.save_prompts)
 
@@ -185,16 +198,41 @@ def describe_scale(prompts: SavedPrompts) -> str:
     return f"scores on [{low:g}, {high:g}]{direction}"
 
 
-def score_and_print(scorer: Scorer, images: Sequence[str], prompts: SavedPrompts) -> list[tuple[str, float]]:
-    """Score batch by batch, printing each score as soon as it is known."""
+def check_collection_args(args: argparse.Namespace) -> None:
+    """Refuse collection flags that cannot work together, before any work is done."""
+    if args.output:
+        try:
+            output_format(args.output)
+        except UserError as error:
+            raise UserError(f"--output {error}") from None
+    if args.resume and not args.output:
+        raise UserError("--resume continues the run that writes --output FILE; give the same --output")
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not args.output:
+        raise UserError("under torchrun give --output FILE: each process writes its part beside it, "
+                        "merged into FILE at the end")
+
+
+def print_rows(rows: list[ScoredImage]) -> None:
+    """Each score as soon as its batch is scored (`path\tscore`); skipped images on stderr."""
+    for row in rows:
+        if row.error:
+            print(f"skipped: {row.error}", file=sys.stderr)
+        else:
+            print(f"{row.id}\t{row.score:.8f}", flush=True)
+
+
+def score_collection(args: argparse.Namespace, scorer: Scorer, collection: Collection, prompts: SavedPrompts,
+                     ctx: DistContext, store) -> None:
     low, high = prompts.score_range or (0.0, 1.0)
-    batches = scorer.iter_scores(images, prompts.vectors, progress=len(images) > 1)
-    scores = (score for batch in batches for score in unit_range_to_scores(batch, low, high))
-    rows: list[tuple[str, float]] = []
-    for path, score in zip(images, scores):
-        print(f"{path}\t{score:.8f}", flush=True)
-        rows.append((path, score))
-    return rows
+    job = CollectionJob(
+        scorer, collection, prompts.vectors, Path(args.output) if args.output else None, ctx, store,
+        resume=args.resume, skip_bad=args.on_bad_image == "skip",
+        scale=lambda score: unit_range_to_scores([score], low, high)[0], echo=print_rows,
+        advice=" (fix or remove them, or pass --on-bad-image skip to record them in the output and go on)",
+    )
+    summary = job.run()
+    if ctx.is_main:
+        print(summary.text(), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,18 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_datasets(args)
     check_scoring_args(parser, args)
     given = read_prompts(args)
-    images = collect_images(args.images or [])
-    model = load_model(args.checkpoint, args.backbone, args.img_size, resolve_device(args.device))
-    scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
-                    compile=args.compile)
-    prompts = encode_prompts(args, given, scorer)
-    if not images:
-        return 0
-    if prompts.score_range or prompts.lower_better:
-        print(describe_scale(prompts), file=sys.stderr)
-    rows = score_and_print(scorer, images, prompts)
-    if args.output:
-        write_csv_atomic(args.output, ["path", "score"], ((p, f"{s:.8f}") for p, s in rows))
+    collection = collect_images(args.images or [], args.image_list, args.recursive)
+    ctx, store = join_torchrun(resolve_device(args.device))
+    try:
+        model = load_model(args.checkpoint, args.backbone, args.img_size, ctx.device)
+        scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                        compile=args.compile)
+        prompts = encode_prompts(args, given, scorer)
+        if not collection.units_total:
+            return 0
+        if (prompts.score_range or prompts.lower_better) and ctx.is_main:
+            print(describe_scale(prompts), file=sys.stderr)
+        score_collection(args, scorer, collection, prompts, ctx, store)
+    finally:
+        cleanup(ctx)
     return 0
 
 
