@@ -228,7 +228,7 @@ def score_collection(args: argparse.Namespace, scorer: Scorer, collection: Colle
         scorer, collection, prompts.vectors, Path(args.output) if args.output else None, ctx, store,
         resume=args.resume, skip_bad=args.on_bad_image == "skip",
         scale=lambda score: unit_range_to_scores([score], low, high)[0], echo=print_rows,
-        advice=" (fix or remove them, or pass --on-bad-image skip to record them in the output and go on)",
+        advice="; fix or remove them, or pass --on-bad-image skip to record them in the output and go on",
     )
     summary = job.run()
     if ctx.is_main:

@@ -202,7 +202,7 @@ def _list_entries(listed: Path, label: str) -> Iterator[str]:
             for line in lines:
                 line = line.strip()
                 if line and not line.startswith("#"):
-                    yield str(listed.parent / line)
+                    yield os.path.normpath(listed.parent / line)  # the id: lists/../a.jpg -> a.jpg
     except OSError as error:
         raise UserError(f"{label} {listed}: cannot be read ({error.strerror or error})") from None
 

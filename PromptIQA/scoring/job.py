@@ -28,8 +28,8 @@ class BadImagesError(UserError):
     """Images that cannot be scored, when the job was told to stop on them."""
 
     def __init__(self, rows: list[ScoredImage], advice: str = ""):
-        listed = "\n".join(f"  {row.error}" for row in rows)
-        super().__init__(f"{len(rows)} image{'s' if len(rows) > 1 else ''} cannot be scored{advice}:\n{listed}")
+        listed = "; ".join(row.error for row in rows)
+        super().__init__(f"{len(rows)} image{'s' if len(rows) > 1 else ''} cannot be scored: {listed}{advice}")
         self.rows = rows
 
 

@@ -85,7 +85,7 @@ class PartWriter:
         if not data:
             return
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
             _cut_torn_tail(self._fd)
         view = memoryview(data)
         while view:  # a regular file takes it in one write; loop for the rare short write
