@@ -1,12 +1,14 @@
 """Scoring a collection: inputs, uint8 decoding, one process vs torchrun, kill and resume, outputs."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
@@ -38,15 +40,22 @@ def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def cli_captured(argv: list) -> tuple[int, str, str]:
+    """The command line run in this process, its output captured (for module-scoped fixtures)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = run_main(score_cli.main, [str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="module")
 def one_process(setup, tmp_path_factory):
-    """The whole collection scored by one process (a real subprocess), with bad images skipped."""
+    """The whole collection scored by one process (two decoding workers), with bad images skipped."""
     output = tmp_path_factory.mktemp("one") / "scores.jsonl"
-    argv = [sys.executable, str(ROOT / "test.py"), *setup["base"], *setup["inputs"], "--on-bad-image", "skip",
-            "--output", str(output), "-j", "2"]
-    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    return output, run
+    code, _, err = cli_captured([*setup["base"], *setup["inputs"], "--on-bad-image", "skip", "--output", output,
+                                 "-j", "2"])
+    assert code == 0, err
+    return output, err
 
 
 def test_brace_ranges_expand_as_img2dataset_writes_them():
@@ -118,7 +127,7 @@ def test_uint8_batches_normalised_on_the_device_equal_the_float_path(tmp_path):
 
 
 def test_one_process_records_every_image_once_and_both_bad_files(setup, one_process):
-    output, run = one_process
+    output, err = one_process
     rows = list(read_scores(output))
     expected = setup["expected"]
     assert [r["path"] for r in rows] == expected["ordered"]  # every image once, in collection order
@@ -127,7 +136,7 @@ def test_one_process_records_every_image_once_and_both_bad_files(setup, one_proc
     assert all(bad[path].startswith(f"{path}: ") for path in bad) and "empty" in bad[expected["bad"][1]]
     assert all(r["score"] is None for r in rows if r["error"])
     assert all(0 <= r["score"] <= 1 for r in rows if not r["error"])
-    assert re.search(r"scored 15 images, skipped 2, already done 0, in [\d.]+ s \([\d.]+ images/s\)", run.stderr)
+    assert re.search(r"scored 15 images, skipped 2, already done 0, in [\d.]+ s \([\d.]+ images/s\)", err)
     assert part_paths(output) == []  # merged, parts removed
 
 
@@ -148,15 +157,17 @@ def test_torchrun_two_processes_give_the_same_scores(setup, one_process, tmp_pat
     assert part_paths(output) == []
 
 
-def test_killed_run_resumes_to_the_uninterrupted_output(tmp_path):
+def test_killed_run_resumes_to_the_uninterrupted_output(tmp_path, capsys):
+    count = 100
     folder = tmp_path / "many"
-    for i in range(150):
-        write_image(folder / f"{i:03d}.png", seed=i, size=(256, 256))
+    for i in range(count):
+        write_image(folder / f"{i:03d}.png", seed=i, size=(192, 192))
     checkpoint, prompts = small_checkpoint(tmp_path)
-    argv = [sys.executable, str(ROOT / "test.py"), "--checkpoint", str(checkpoint), "--prompts", str(prompts),
-            "--device", "cpu", "--batch-size", "2", "-j", "0", "--images", str(folder)]
+    args = ["--checkpoint", str(checkpoint), "--prompts", str(prompts), "--device", "cpu", "--batch-size", "2",
+            "-j", "0", "--images", str(folder)]
+    argv = [sys.executable, str(ROOT / "test.py"), *args]
     whole = tmp_path / "whole.csv"
-    subprocess.run(argv + ["--output", str(whole)], cwd=ROOT, capture_output=True, timeout=300, check=True)
+    assert cli(args + ["--output", whole], capsys)[0] == 0
 
     output = tmp_path / "scores.csv"
     part = output.with_name("scores.csv.part-00000-of-00001.jsonl")
@@ -168,22 +179,20 @@ def test_killed_run_resumes_to_the_uninterrupted_output(tmp_path):
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     written = part.read_bytes().count(b"\n")
-    assert 0 < written < 150 and not output.exists()
+    assert 0 < written < count and not output.exists()
 
-    fresh = subprocess.run(argv + ["--output", str(output)], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert fresh.returncode == 2 and "--resume" in fresh.stderr and "Traceback" not in fresh.stderr
+    code, _, err = cli(args + ["--output", output], capsys)  # a fresh run does not mix with the parts
+    assert code == 2 and "--resume" in err and part.read_bytes().count(b"\n") == written
 
-    resumed = subprocess.run(argv + ["--output", str(output), "--resume"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"scored {150 - written} images, skipped 0, already done {written}," in resumed.stderr
-    assert len(resumed.stdout.splitlines()) == 150 - written  # only the missing images were scored
+    code, out, err = cli(args + ["--output", output, "--resume"], capsys)
+    assert code == 0, err
+    assert f"scored {count - written} images, skipped 0, already done {written}," in err
+    assert len(out.splitlines()) == count - written  # only the missing images were scored
     assert output.read_text() == whole.read_text()
     assert part_paths(output) == []
 
-    again = subprocess.run(argv + ["--output", str(output), "--resume"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=60)
-    assert again.returncode == 2 and "this job is complete" in again.stderr
+    code, _, err = cli(args + ["--output", output, "--resume"], capsys)
+    assert code == 2 and "this job is complete" in err
 
 
 ROWS = [{"path": "a/b.jpg", "score": 0.123456789, "error": None},
