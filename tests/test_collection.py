@@ -158,10 +158,10 @@ def test_torchrun_two_processes_give_the_same_scores(setup, one_process, tmp_pat
 
 
 def test_killed_run_resumes_to_the_uninterrupted_output(tmp_path, capsys):
-    count = 100
+    count = 48
     folder = tmp_path / "many"
     for i in range(count):
-        write_image(folder / f"{i:03d}.png", seed=i, size=(192, 192))
+        write_image(folder / f"{i:03d}.png", seed=i, size=(96, 96))
     checkpoint, prompts = small_checkpoint(tmp_path)
     args = ["--checkpoint", str(checkpoint), "--prompts", str(prompts), "--device", "cpu", "--batch-size", "2",
             "-j", "0", "--images", str(folder)]
