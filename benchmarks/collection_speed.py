@@ -12,6 +12,7 @@ architecture `python train.py --demo` trains; scores are meaningless, speed is n
 
     python -m benchmarks.collection_speed                     (from the repository root)
     python -m benchmarks.collection_speed --images 200 --workers 0,2 --memory 200,2000   (reduced)
+    python -m benchmarks.collection_speed --images 0 --memory 2000,20000                 (memory rows only)
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ def score_command(checkpoint: Path, prompts: Path, folder: Path, output: Path, a
 
 
 def counts(text: str) -> list[int]:
-    return [int(x) for x in text.split(",")]
+    """'0,1,2' -> [0, 1, 2]; '' -> [] (leaves those rows out)."""
+    return [int(x) for x in text.split(",") if x]
 
 
 def main() -> None:
@@ -155,10 +157,13 @@ def main() -> None:
         write_images(photos, args.images, (240, 320), ".jpg")
         checkpoint, prompts = write_checkpoint(tmp)
         print("| measurement | images/s |\n|---|---:|")
+        if not args.images:
+            args.workers, args.processes = [], []
         for workers in args.workers:
             print(f"| decoding alone, {workers} workers | {decoding_rate(photos, workers, args.batch_size):.0f} |")
-        batches = max(1, args.images // args.batch_size)
-        print(f"| model alone | {model_rate(args.batch_size, batches, device):.0f} |")
+        if args.images:
+            batches = max(1, args.images // args.batch_size)
+            print(f"| model alone | {model_rate(args.batch_size, batches, device):.1f} |")
         for processes in args.processes:
             rate, _ = run_job(score_command(checkpoint, prompts, photos, tmp / f"e2e{processes}.csv", args, processes))
             print(f"| end to end, {processes} process{'es' if processes > 1 else ''}, -j {args.job_workers} "

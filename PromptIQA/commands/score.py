@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: bf16 autocast on a GPU that has it, fp32 elsewhere")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network for scoring images (the first batch waits for compilation)")
-    parser.add_argument("-j", "--workers", type=non_negative_int, default=4,
+    parser.add_argument("-j", "--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                         help="image decoding processes (0: decode in the main process)")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
     parser.add_argument("--img-size", type=int, help="override the image size recorded in the checkpoint")
