@@ -7,7 +7,7 @@ architecture `python train.py --demo` trains; scores are meaningless, speed is n
 (b) the model alone: uint8 batches already in memory -> scores;
 (c) end to end: `test.py` on the folder with --output, one process and torchrun with 2 processes
     (the images/s of the job's own summary, so Python start-up and model loading are left out);
-(d) peak memory (RSS summed over the process and its decoding workers) of one process scoring
+(d) peak memory (PSS summed over the process and its decoding workers) of one process scoring
     2,000 and 20,000 small images.
 
     python -m benchmarks.collection_speed                     (from the repository root)
@@ -81,8 +81,9 @@ def model_rate(batch_size: int, batches: int, device: torch.device) -> float:
     return batch_size * batches / (time.perf_counter() - start)
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and all its descendants."""
+def tree_pss(pid: int) -> int:
+    """Proportional set size of `pid` and all its descendants: resident bytes with the pages the
+    forked decoding workers share with their parent counted once, not once per process."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -96,21 +97,22 @@ def tree_rss(pid: int) -> int:
         current = todo.pop()
         todo += children.get(current, [])
         try:
-            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1)) * 1024
+        except (OSError, AttributeError):
             pass
     return total
 
 
 def run_job(command: list[str], env: dict | None = None) -> tuple[float, int]:
-    """(images/s from the job's summary, peak RSS of the process tree in bytes)."""
+    """(images/s from the job's summary, peak PSS of the process tree in bytes)."""
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env=env)
     peak = [0]
 
     def watch() -> None:
         while process.poll() is None:
-            peak[0] = max(peak[0], tree_rss(process.pid))
+            peak[0] = max(peak[0], tree_pss(process.pid))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -168,7 +170,7 @@ def main() -> None:
             rate, _ = run_job(score_command(checkpoint, prompts, photos, tmp / f"e2e{processes}.csv", args, processes))
             print(f"| end to end, {processes} process{'es' if processes > 1 else ''}, -j {args.job_workers} "
                   f"| {rate:.0f} |")
-        print("\n| small images (32x32 PNG) | peak RSS, MB | images/s |\n|---:|---:|---:|")
+        print("\n| small images (32x32 PNG) | peak PSS, MB | images/s |\n|---:|---:|---:|")
         for count in args.memory:
             folder = tmp / f"small{count}"
             write_images(folder, count, (32, 32), ".png")
