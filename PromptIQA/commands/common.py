@@ -7,10 +7,9 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
-from ..data.image import IMAGE_EXTENSIONS, is_image_file
+from ..scoring.collection import Collection
 from ..utils.errors import UserError
 
 DEBUG_VARIABLE = "PROMPTIQA_DEBUG"  # set to 1 to see the traceback behind a user error
@@ -31,21 +30,9 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         return 130
 
 
-def collect_images(arguments: Iterable[str]) -> list[str]:
-    """Image files named on the command line; a folder stands for the images directly in it."""
-    images: list[str] = []
-    for arg in arguments:
-        path = Path(arg)
-        if path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.is_file() and is_image_file(p))
-            if not found:
-                raise UserError(f"--images {arg}: no images in this folder ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            images += found
-        elif path.is_file():
-            images.append(str(path))
-        else:
-            raise UserError(f"--images {arg}: no such file or folder")
-    return images
+def collect_images(images: Sequence[str], image_lists: Sequence[str] = (), recursive: bool = False) -> Collection:
+    """The images named on the command line (--images, --image-list, --recursive), checked."""
+    return Collection(images, image_lists, recursive, images_label="--images", lists_label="--image-list")
 
 
 def both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ checkpoint on the test split of datasets.
     python test.py --checkpoint CKPT --prompts PROMPTS --images IMG_OR_DIR ... [--output out.csv]
     python test.py --checkpoint CKPT --prompts PROMPTS.json --save-prompts SET.pt
     python test.py --checkpoint CKPT --prompts SET.pt --images IMG_OR_DIR ...
+    torchrun --nproc-per-node N test.py --prompts SET.pt --images 'shards/{00000..00099}.tar' --output scores.parquet
     python test.py --checkpoint CKPT --dataset NAME ... [--dataset-info JSON] [--save-dir DIR]
     python test.py --runtime onnx --onnx DIR [--prompts PROMPTS] --images IMG_OR_DIR ...   (promptiqa-export)
 """
@@ -18,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.dataset_info import DEFAULT_DATASET_INFO
 from ..data.loader import eval_sets
@@ -34,6 +36,9 @@ from ..models.checkpoint import (
     model_from_checkpoint,
     read_checkpoint,
 )
+from ..scoring.collection import Collection
+from ..scoring.job import CollectionJob
+from ..scoring.outputs import output_format, write_rows
 from ..scoring.saved_prompts import (
     SAVED_PROMPTS_SUFFIX,
     SavedPrompts,
@@ -44,11 +49,11 @@ from ..scoring.saved_prompts import (
     read_saved_prompts,
     save_prompts,
 )
-from ..scoring.scorer import Scorer
+from ..scoring.scorer import ScoredImage, Scorer
 from ..utils.atomic import is_stream, write_csv_atomic
 from ..utils.constants import CHECKPOINT_DIR, DEFAULT_SEED, EXAMPLES_DIR, MIN_IMG_SIZE
 from ..utils.device import PRECISION_CHOICES, configure_backends, precision_scope, resolve_device, resolve_precision
-from ..utils.distributed import DistContext
+from ..utils.distributed import DistContext, cleanup, join_torchrun, launched_by_torchrun
 from ..utils.errors import UserError, naming
 from ..utils.hub import how_to_get_checkpoint
 from .common import (
@@ -100,8 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default file best_model.pth.tar; the published weights: hf:Zevin2023/PromptIQA)")
     parser.add_argument("--prompts", help='JSON {"isp": [[image, score], ...]}, CSV path,score, or a prompt set '
                                           f"saved with --save-prompts (*{SAVED_PROMPTS_SUFFIX})")
-    parser.add_argument("--images", nargs="+", help="images or folders of images to score")
-    parser.add_argument("--output", help="also write the scores as CSV (path,score); - writes them to stdout")
+    parser.add_argument("--images", nargs="+", help="images, folders of images, WebDataset tar shards "
+                                                    "(brace ranges such as 'shards/{00000..00099}.tar') to score")
+    parser.add_argument("--output", help="also write the scores (path,score,error) as .csv, .jsonl or .parquet; - writes CSV to stdout")
+    collection = parser.add_argument_group("scoring a collection (see the README: Scoring a collection)")
+    collection.add_argument("--image-list", nargs="+", default=[], metavar="FILE",
+                            help="files with one image path per line, relative to the file's folder")
+    collection.add_argument("--recursive", action="store_true", help="also score the images in sub-folders")
+    collection.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail",
+                            help="fail: stop with the list (default); skip: record the error in the output, go on")
+    collection.add_argument("--resume", action="store_true",
+                            help="continue an interrupted run of the same command: score only what --output lacks")
     parser.add_argument("--save-prompts", metavar=f"FILE{SAVED_PROMPTS_SUFFIX}",
                         help="save the encoded prompts for this checkpoint; reuse them with --prompts FILE")
     parser.add_argument("--reverse-prompts", action="store_true", help="use 1 - score for every ISP")
@@ -130,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: bf16 autocast on a GPU that has it, fp32 elsewhere")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network for scoring images (the first batch waits for compilation)")
-    parser.add_argument("-j", "--workers", type=non_negative_int, default=4,
-                        help="image decoding threads (0: decode in the main thread)")
+    parser.add_argument("-j", "--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
+                        help="image decoding processes (0: decode in the main process)")
     parser.add_argument("--backbone", help="override the backbone recorded in the checkpoint")
     parser.add_argument("--img-size", type=image_size, help="override the image size recorded in the checkpoint")
     deploy = parser.add_argument_group('ONNX Runtime (pip install ".[onnx]"; graphs written by promptiqa-export)')
@@ -183,7 +197,7 @@ def check_output_is_not_an_input(output: str, inputs: Sequence[str]) -> None:
 
 
 def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not (args.prompts or args.runtime == "onnx") or not (args.images or args.save_prompts):
+    if not (args.prompts or args.runtime == "onnx") or not (args.images or args.image_list or args.save_prompts):
         parser.error("give --prompts and --images to score images (or --prompts and --save-prompts to save them), "
                      "or --dataset to evaluate")
     if args.prompts and is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts or args.save_prompts):
@@ -194,6 +208,7 @@ def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace
             check_score_range(*args.score_range)
     if args.output:
         check_output(args.output)
+    check_collection_args(args)
     if args.save_prompts:
         with naming("--save-prompts"):
             check_save_path(args.save_prompts)
@@ -213,9 +228,8 @@ def read_prompts(args: argparse.Namespace) -> PromptSet | SavedPrompts:
     return prompt_set.reversed() if args.reverse_prompts else prompt_set
 
 
-def load_scoring_model(args: argparse.Namespace):
-    """The network of --checkpoint (with --backbone/--img-size overrides) on --device."""
-    device = resolve_device(args.device)
+def load_scoring_model(args: argparse.Namespace, device: torch.device):
+    """The network of --checkpoint (with --backbone/--img-size overrides) on `device`."""
     try:
         with naming("--checkpoint"):
             return load_model(args.checkpoint, args.backbone, args.img_size, device)
@@ -247,18 +261,73 @@ def describe_scale(prompts: SavedPrompts) -> str:
     return f"scores on [{low:g}, {high:g}]{direction}"
 
 
-def score_and_print(scorer: Scorer, images: Sequence[str], prompts: SavedPrompts,
-                    echo: bool = True) -> list[tuple[str, float]]:
-    """Score batch by batch, printing each score as soon as it is known (unless the CSV goes to stdout)."""
+def check_collection_args(args: argparse.Namespace) -> None:
+    """Refuse collection flags that cannot work together, before any work is done."""
+    if args.output:
+        try:
+            output_format(args.output)
+        except UserError as error:
+            raise UserError(f"--output {error}") from None
+    if args.resume and not writes_parts(args):
+        raise UserError("--resume continues the run that writes --output FILE; give the same --output (a file, "
+                        "not a stream)")
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not writes_parts(args):
+        raise UserError("under torchrun give --output FILE (a file, not a stream): each process writes its part "
+                        "beside it, merged into FILE at the end")
+
+
+def writes_parts(args: argparse.Namespace) -> bool:
+    """Whether --output is a file that parts can stand beside (stdout, FIFOs and devices are streamed once)."""
+    return bool(args.output) and args.output != "-" and not is_stream(args.output)
+
+
+def print_rows(rows: list[ScoredImage]) -> None:
+    """Each score as soon as its batch is scored (`path\tscore`); skipped images on stderr."""
+    for row in rows:
+        if row.error:
+            print(f"skipped: {row.error}", file=sys.stderr)
+        else:
+            print(f"{row.id}\t{row.score:.8f}", flush=True)
+
+
+def score_collection(args: argparse.Namespace, scorer: Scorer, collection: Collection, prompts: SavedPrompts,
+                     ctx: DistContext, store) -> None:
+    """The collection scored by every process of the job; --output written as parts and merged, or, for a
+    stream (stdout, a FIFO, a device), written once at the end with no `path\tscore` lines on stdout."""
     low, high = prompts.score_range or (0.0, 1.0)
-    batches = scorer.iter_scores(images, prompts.vectors, progress=len(images) > 1)
-    scores = (score for batch in batches for score in unit_range_to_scores(batch, low, high))
-    rows: list[tuple[str, float]] = []
-    for path, score in zip(images, scores):
-        if echo:
-            print(f"{path}\t{score:.8f}", flush=True)
-        rows.append((path, score))
-    return rows
+    streamed: list[ScoredImage] = []
+    stream = bool(args.output) and not writes_parts(args)
+    job = CollectionJob(
+        scorer, collection, prompts.vectors, Path(args.output) if writes_parts(args) else None, ctx, store,
+        resume=args.resume, skip_bad=args.on_bad_image == "skip",
+        scale=lambda score: unit_range_to_scores([score], low, high)[0],
+        echo=streamed.extend if stream else print_rows,
+        advice="; fix or remove them, or pass --on-bad-image skip to record them in the output and go on",
+    )
+    summary = job.run()
+    if stream:
+        with naming("--output"):
+            write_rows(args.output, ({"path": r.id, "score": r.score, "error": r.error} for r in streamed))
+    if ctx.is_main:
+        print(summary.text(), file=sys.stderr)
+
+
+def score_files_on_onnx(args: argparse.Namespace, scorer: OnnxScorer, collection: Collection,
+                        prompts: SavedPrompts) -> None:
+    """--runtime onnx scores image files (not tar shards) in one process, printing each score."""
+    if collection.shards_total or args.resume or launched_by_torchrun():
+        raise UserError("--runtime onnx scores image files in one process; tar shards, --resume and torchrun "
+                        "need the PyTorch runtime")
+    paths = [unit.path for unit in collection.units()]
+    low, high = prompts.score_range or (0.0, 1.0)
+    batches = scorer.iter_scores(paths, prompts.vectors, progress=len(paths) > 1)
+    rows = [ScoredImage(path, score, None, (order, 0)) for order, (path, score) in
+            enumerate(zip(paths, (s for batch in batches for s in unit_range_to_scores(batch, low, high))))]
+    if args.output != "-":
+        print_rows(rows)
+    if args.output:
+        with naming("--output"):
+            write_rows(args.output, ({"path": r.id, "score": r.score, "error": r.error} for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,25 +339,29 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_datasets(args)
     check_scoring_args(parser, args)
     given = read_prompts(args) if args.prompts else None
-    images = collect_images(args.images or [])
+    collection = collect_images(args.images or [], args.image_list, args.recursive)
     if args.output:
-        inputs = [args.prompts, *images] + (list(given.paths) if isinstance(given, PromptSet) else [])
-        check_output_is_not_an_input(args.output, inputs)
+        named = [args.prompts, *(args.images or []), *args.image_list]
+        check_output_is_not_an_input(args.output, named + (list(given.paths) if isinstance(given, PromptSet) else []))
     if args.runtime == "onnx":
         scorer, prompts = onnx_scoring(args, given)
-    else:
-        model = load_scoring_model(args)
+        if collection.units_total:
+            score_files_on_onnx(args, scorer, collection, prompts)
+        return 0
+    ctx, store = join_torchrun(resolve_device(args.device))
+    try:
+        model = load_scoring_model(args, ctx.device)
         scorer = Scorer(model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                         compile=args.compile)
         configure_backends(scorer.device, scorer.precision)  # once, before the first batch
         prompts = prepare_and_save_prompts(args, given, scorer)
-    if not images:
-        return 0
-    if prompts.score_range or prompts.lower_better or args.lower_is_better:
-        print(describe_scale(prompts), file=sys.stderr)
-    rows = score_and_print(scorer, images, prompts, echo=args.output != "-")
-    if args.output:
-        write_csv_atomic(args.output, ["path", "score"], ((p, f"{s:.8f}") for p, s in rows))
+        if not collection.units_total:
+            return 0
+        if (prompts.score_range or prompts.lower_better or args.lower_is_better) and ctx.is_main:
+            print(describe_scale(prompts), file=sys.stderr)
+        score_collection(args, scorer, collection, prompts, ctx, store)
+    finally:
+        cleanup(ctx)
     return 0
 
 

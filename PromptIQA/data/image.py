@@ -9,6 +9,7 @@ Before decoding, the width and height in the file's header are checked against a
 """
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -58,13 +59,13 @@ def max_image_pixels() -> int:
     return limit
 
 
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels."""
+def header_size(path: Path, data: bytes | None = None) -> tuple[int, int]:
+    """(width, height) from the header of the file (or of its bytes `data`), without decoding the pixels."""
     with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
                 return image.size
         except (UnidentifiedImageError, SyntaxError, ValueError):
             raise ImageError(f"{path}: not a readable image (not a known image format, or a damaged header)") from None
@@ -72,9 +73,9 @@ def header_size(path: Path) -> tuple[int, int]:
             Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def _check_pixel_count(path: Path) -> None:
+def _check_pixel_count(path: Path, data: bytes | None = None) -> None:
     limit = max_image_pixels()
-    width, height = header_size(path)
+    width, height = header_size(path, data)
     if width * height > limit:
         raise ImageError(
             f"{path}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
@@ -91,6 +92,10 @@ def _check_complete(path: Path) -> None:
         head = f.read(8)
         f.seek(max(0, size - 4096))
         tail = f.read()
+    _check_end_marker(path, head, tail)
+
+
+def _check_end_marker(path: Path, head: bytes, tail: bytes) -> None:
     for magic, end in _END_MARKERS.items():
         if head.startswith(magic) and end not in tail:
             raise ImageError(f"{path}: the image is truncated (no end marker); re-copy or re-download it")
@@ -113,6 +118,25 @@ def read_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error as error:  # e.g. a header OpenCV's own checks refuse
         raise ImageError(f"{path}: not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
+    return _resized_rgb(path, bgr, size)
+
+
+def decode_image(data: bytes, name: str, size: int = IMAGE_SIZE) -> np.ndarray:
+    """`read_image` for an image held in memory (e.g. a tar member named `name`): the same checks,
+    OpenCV's same decoder (imdecode) and the same resize."""
+    path = Path(name)
+    if not data:
+        raise ImageError(f"{path}: the image is empty (0 bytes); replace it with a valid image")
+    _check_end_marker(path, data[:8], data[-4096:])
+    _check_pixel_count(path, data)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise ImageError(f"{path}: not a readable image (OpenCV: {str(error).strip().splitlines()[-1]})") from None
+    return _resized_rgb(path, bgr, size)
+
+
+def _resized_rgb(path: Path, bgr: np.ndarray | None, size: int) -> np.ndarray:
     if bgr is None:
         raise ImageError(f"{path}: not a readable image (OpenCV cannot decode it)")
     bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_CUBIC)

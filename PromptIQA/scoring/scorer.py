@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.image import read_image, to_tensor
+from ..data.loader import normalise
 from ..data.prompts import PromptSet
 from ..models import PromptIQA
 from ..utils.device import (
@@ -21,6 +23,7 @@ from ..utils.device import (
     set_matmul_precision,
 )
 from ..utils.lru import LRUCache, file_digest
+from .collection import Collection, DecodedBatch, DecodedStream, DoneIds, SampleSource
 
 ImageInput = Sequence[str | os.PathLike] | torch.Tensor
 PROMPT_CACHE_SIZE = 64  # encoded prompt sets kept per Scorer (as many as the web app keeps)
@@ -91,18 +94,32 @@ class Scorer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _decoded(self, stream: DecodedStream, workers: int) -> Iterator[DecodedBatch]:
+        """Decoded uint8 batches from `workers` processes (this one with 0), pinned on CUDA."""
+        loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda")
+        return iter(loader)
+
+    def _on_device(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, H, W, 3) -> the network's input on its device: a quarter of the bytes cross to
+        the device, then the arithmetic of `to_tensor` runs there, step for step."""
+        return normalise(pixels.to(self.device, non_blocking=True).movedim(-1, -3))
+
     def _batches(self, images: ImageInput, progress: bool) -> Iterable[torch.Tensor]:
-        """Normalised image batches on the model's device; files are decoded in `workers` threads
-        (in this thread with 0)."""
-        size = self.model.config.img_size
-        starts = range(0, len(images), self.batch_size)
-        with ThreadPoolExecutor(self.workers) if self.workers else nullcontext() as pool:
-            decode = pool.map if pool else map
-            for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
-                chunk = images[start : start + self.batch_size]
-                if not isinstance(chunk, torch.Tensor):
-                    chunk = to_tensor(np.stack(list(decode(lambda p: read_image(p, size), chunk))))
-                yield chunk.to(self.device)
+        """Normalised image batches on the model's device; files are decoded in `workers` processes
+        (in this one with 0, or when all fit in one batch)."""
+        if isinstance(images, torch.Tensor):
+            for start in tqdm(range(0, len(images), self.batch_size), desc="scoring", unit="batch",
+                              disable=not progress):
+                yield images[start : start + self.batch_size].to(self.device)
+            return
+        stream = DecodedStream(SampleSource(paths=[os.fspath(p) for p in images]), self.model.config.img_size,
+                               self.batch_size)
+        workers = self.workers if len(images) > self.batch_size else 0
+        total = -(-len(images) // self.batch_size)
+        for batch in tqdm(self._decoded(stream, workers), total=total, desc="scoring", unit="batch",
+                          disable=not progress):
+            batch.raise_first_error()
+            yield self._on_device(batch.pixels)
 
     def image_features(self, images: ImageInput, progress: bool = False) -> torch.Tensor:
         with self._running():
@@ -131,11 +148,67 @@ class Scorer:
     def iter_scores(self, images: ImageInput, prompts: torch.Tensor, progress: bool = False) -> Iterator[np.ndarray]:
         """Scores in [0, 1] of query images under encoded prompts, one batch at a time as each is scored."""
         for batch in self._batches(images, progress):
-            # entered per batch so that no-grad and autocast never reach the caller's code between batches
-            with self._running():
-                scores = self._score_features(self._image_features(batch), prompts)
-            yield scores.float().cpu().numpy()
+            yield self._score(batch, prompts).float().cpu().numpy()
+
+    def _score(self, batch: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        # entered per batch so that no-grad and autocast never reach the caller's code between batches
+        with self._running():
+            return self._score_features(self._image_features(batch), prompts)
 
     def score_images(self, images: ImageInput, prompts: torch.Tensor, progress: bool = False) -> np.ndarray:
         """Scores in [0, 1] of query images (paths or a normalised tensor) under encoded prompts."""
         return np.concatenate(list(self.iter_scores(images, prompts, progress)))
+
+    def score_collection_batches(
+        self, collection: Collection, prompts: torch.Tensor, rank: int = 0, world_size: int = 1,
+        done: DoneIds | None = None,
+    ) -> Iterator[list[ScoredImage]]:
+        """The images of process `rank` of `world_size` not in `done`, scored batch by batch in
+        collection order; an image that cannot be used comes back with its error and no score.
+
+        Batches are decoded in `workers` processes while the device works; on CUDA the next batch is
+        sent before the previous batch's scores are read, so the device is not left waiting.
+        """
+        stream = DecodedStream(SampleSource(collection, rank, world_size), self.model.config.img_size,
+                               self.batch_size, done)
+        pending: deque[tuple[DecodedBatch, torch.Tensor, torch.cuda.Event | None]] = deque()
+        for batch in self._decoded(stream, self.workers):
+            scores = self._score(self._on_device(batch.pixels), prompts).float() if len(batch.pixels) else None
+            event = None
+            if scores is not None and self.device.type == "cuda":
+                scores, event = scores.to("cpu", non_blocking=True), torch.cuda.Event()
+                event.record()
+            pending.append((batch, scores, event))
+            if len(pending) > 1 or event is None:
+                yield _scored_rows(*pending.popleft())
+        while pending:
+            yield _scored_rows(*pending.popleft())
+
+    def score_collection(self, collection: Collection, prompts: torch.Tensor) -> Iterator[ScoredImage]:
+        """(id, score, error) for every image of `collection`, in order, streaming.
+
+        >>> for row in scorer.score_collection(Collection(["photos/"], recursive=True), prompts):
+        ...     print(row.id, row.score, row.error)
+        """
+        for rows in self.score_collection_batches(collection, prompts):
+            yield from rows
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """One image's result: `score` in [0, 1], or None with the reason in `error`; `order` places it
+    in the collection (unit index, sample index within the unit)."""
+
+    id: str
+    score: float | None
+    error: str | None
+    order: tuple[int, int]
+
+
+def _scored_rows(batch: DecodedBatch, scores: torch.Tensor | None, event: torch.cuda.Event | None
+                 ) -> list[ScoredImage]:
+    if event is not None:
+        event.synchronize()
+    values = iter(scores.numpy().tolist() if scores is not None else [])
+    return [ScoredImage(sample_id, None if error else next(values), error, order)
+            for sample_id, order, error in zip(batch.ids, batch.orders, batch.errors)]

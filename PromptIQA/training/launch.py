@@ -8,7 +8,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..utils.distributed import DistContext
+from ..utils.distributed import DistContext, launched_by_torchrun
 from ..utils.errors import UserError
 from .config import LaunchConfig
 
@@ -30,10 +30,6 @@ class Topology:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "world_size": self.world_size}
-
-
-def launched_by_torchrun() -> bool:
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def resolve_topology(launch: LaunchConfig, device: torch.device) -> Topology:

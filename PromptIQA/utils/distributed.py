@@ -6,7 +6,9 @@ record in args.json and in their checkpoints.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -26,6 +28,32 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def join_torchrun(device: torch.device, timeout: timedelta = timedelta(hours=2)) -> tuple[DistContext, dist.Store | None]:
+    """This process's place in a torchrun job (one process without torchrun), with the process group
+    joined (nccl on GPUs, gloo on CPUs) and a key-value store shared by the job's processes.
+
+    Each process takes GPU LOCAL_RANK; CPU processes share the cores. The store's keys are kept apart
+    per torchrun restart, so counters start from zero when torchrun restarts the job.
+    """
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return DistContext(device=device), None
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=timeout))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return DistContext(rank, world, device, local), dist.PrefixStore(f"promptiqa/restart{restart}/", store)
 
 
 def all_gather_objects(obj, ctx: DistContext) -> list:
