@@ -299,7 +299,7 @@ def test_output_through_a_symlink_writes_its_target_and_keeps_the_link(base, pro
     link.symlink_to(target)
     code, out, _ = run(base + ["--images", prompt_dir / "query.jpg", "--output", link], capsys)
     assert code == 0 and link.is_symlink() and os.readlink(link) == str(target)
-    assert target.read_text().splitlines()[0] == "path,score" and str(prompt_dir / "query.jpg") in target.read_text()
+    assert target.read_text().splitlines()[0] == "path,score,error" and str(prompt_dir / "query.jpg") in target.read_text()
     assert sorted(p.name for p in target.parent.iterdir()) == ["scores.csv"]  # no temp file left beside it
 
 

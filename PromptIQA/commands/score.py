@@ -263,11 +263,6 @@ def describe_scale(prompts: SavedPrompts) -> str:
 
 def check_collection_args(args: argparse.Namespace) -> None:
     """Refuse collection flags that cannot work together, before any work is done."""
-    if args.output:
-        try:
-            output_format(args.output)
-        except UserError as error:
-            raise UserError(f"--output {error}") from None
     if args.resume and not writes_parts(args):
         raise UserError("--resume continues the run that writes --output FILE; give the same --output (a file, "
                         "not a stream)")
@@ -341,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     given = read_prompts(args) if args.prompts else None
     collection = collect_images(args.images or [], args.image_list, args.recursive)
     if args.output:
-        named = [args.prompts, *(args.images or []), *args.image_list]
-        check_output_is_not_an_input(args.output, named + (list(given.paths) if isinstance(given, PromptSet) else []))
+        isp_images = list(given.paths) if isinstance(given, PromptSet) else []
+        check_output_is_not_an_input(args.output, [args.prompts, *(args.images or []), *args.image_list, *isp_images])
+        with naming("--output"):
+            output_format(args.output)
     if args.runtime == "onnx":
         scorer, prompts = onnx_scoring(args, given)
         if collection.units_total:

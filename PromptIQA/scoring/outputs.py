@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.atomic import atomic_open
+from ..utils.atomic import atomic_open, is_stream
 from ..utils.errors import UserError
 from .collection import DoneIds, id_digest
 from .scorer import ScoredImage
@@ -32,10 +32,11 @@ _PART = re.compile(r"\.part-(\d+)-of-(\d+)\.jsonl$")
 
 
 def output_format(path: str | os.PathLike) -> str:
-    """csv, jsonl or parquet, from the file's extension; `-` (stdout) is CSV."""
-    if os.fspath(path) == "-":
-        return "csv"
+    """csv, jsonl or parquet, from the file's extension; `-` (stdout), and a FIFO or device whose name
+    has none of these extensions, is CSV."""
     suffix = Path(path).suffix.lower()
+    if os.fspath(path) == "-" or (suffix not in FORMATS and is_stream(path)):
+        return "csv"
     if suffix not in FORMATS:
         raise UserError(f"{path}: unknown output format {suffix or '(no extension)'}; "
                         f"end the name with {', '.join(FORMATS)}")
