@@ -94,3 +94,17 @@ def test_offline_without_cached_weights_says_both_ways_to_provide_them(tmp_path)
                  f"{CHECKPOINT_DIR}/{BACKBONE}.pth", "--pretrained PATH", "--pretrained none"):
         assert said in proc.stderr, said
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_missing_weights_are_reported_before_any_dataset_is_read(tmp_path):
+    """The pre-flight check of the network comes before the label files are read (or the demo built):
+    a dataset that does not exist is not what an offline run without weights stops on."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    argv = ["--dataset", "no_such_dataset", "--backbone", BACKBONE, "--pretrained", "imagenet",
+            "--save_path", str(tmp_path / "run"), "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-m", "PromptIQA.commands.train", *argv],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 2 and "--pretrained imagenet: cannot get" in proc.stderr, proc.stderr
+    assert "no_such_dataset" not in proc.stderr and not (tmp_path / "run").exists()

@@ -162,14 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(config.execution.device)
     topology = resolve_topology(config.launch, device)
     config = config.with_world_size(topology.world_size)
+    if not args.check_data:  # the network and its weights (fetched if need be) before any dataset is read or built
+        resolve_precision(config.execution.precision, device)
+        if config.execution.compile:
+            check_compile_support(device)
+        check_network(config)
     records = read_datasets(list(config.data.datasets), config.data.dataset_info, config.data.demo)
     if args.check_data:
         print(format_summary(summarize(records, config.seed)))
         return 0
-    resolve_precision(config.execution.precision, device)  # everything below fails before any image is cached
-    if config.execution.compile:
-        check_compile_support(device)
-    check_network(config)
     resume_from = resume_path(config.run)
     if resume_from:
         read_training_checkpoint(resume_from, config)
