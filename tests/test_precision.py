@@ -146,7 +146,7 @@ def test_compile_without_a_cpp_compiler_says_to_run_without_compile(monkeypatch)
         Scorer(small_model(), compile=True)
 
 
-def test_a_failing_compilation_becomes_a_user_error():
+def assert_a_failing_compilation_becomes_a_user_error():
     def broken_backend(graph, example_inputs):
         raise RuntimeError("no kernels today")
 
@@ -154,6 +154,10 @@ def test_a_failing_compilation_becomes_a_user_error():
     with pytest.raises(UserError, match="torch.compile failed .*run without --compile"):
         with compile_errors():
             compiled(torch.randn(3, 2))
+
+
+def test_a_failing_compilation_becomes_a_user_error():
+    assert_a_failing_compilation_becomes_a_user_error()
 
 
 @needs_cuda  # inductor's CPU compilation of the network takes tens of minutes on a small CPU
@@ -277,11 +281,4 @@ def test_the_other_isps_gather_equals_the_published_mask_and_compiles_as_one_gra
 def test_compile_failures_are_caught_on_torch_versions_without_inductor_error(monkeypatch):
     """Older torch has no torch._inductor.exc.InductorError; Inductor's failures come as dynamo's."""
     monkeypatch.setitem(sys.modules, "torch._inductor.exc", types.ModuleType("torch._inductor.exc"))
-
-    def broken_backend(graph, example_inputs):
-        raise RuntimeError("no kernels today")
-
-    compiled = torch.compile(torch.nn.Linear(2, 2), backend=broken_backend)
-    with pytest.raises(UserError, match="torch.compile failed .*run without --compile"):
-        with compile_errors():
-            compiled(torch.randn(3, 2))
+    assert_a_failing_compilation_becomes_a_user_error()
