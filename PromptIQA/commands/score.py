@@ -301,10 +301,15 @@ def score_collection(args: argparse.Namespace, scorer: Scorer, collection: Colle
     )
     summary = job.run()
     if stream:
-        with naming("--output"):
-            write_rows(args.output, ({"path": r.id, "score": r.score, "error": r.error} for r in streamed))
+        write_output(args.output, streamed)
     if ctx.is_main:
         print(summary.text(), file=sys.stderr)
+
+
+def write_output(output: str, rows: list[ScoredImage]) -> None:
+    """--output written in one go (a stream, or the ONNX runtime's single process)."""
+    with naming("--output"):
+        write_rows(output, ({"path": r.id, "score": r.score, "error": r.error} for r in rows))
 
 
 def score_files_on_onnx(args: argparse.Namespace, scorer: OnnxScorer, collection: Collection,
@@ -321,8 +326,7 @@ def score_files_on_onnx(args: argparse.Namespace, scorer: OnnxScorer, collection
     if args.output != "-":
         print_rows(rows)
     if args.output:
-        with naming("--output"):
-            write_rows(args.output, ({"path": r.id, "score": r.score, "error": r.error} for r in rows))
+        write_output(args.output, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
