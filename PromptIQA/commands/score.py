@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           f"saved with --save-prompts (*{SAVED_PROMPTS_SUFFIX})")
     parser.add_argument("--images", nargs="+", help="images, folders of images, WebDataset tar shards "
                                                     "(brace ranges such as 'shards/{00000..00099}.tar') to score")
-    parser.add_argument("--output", help="also write the scores (path,score,error) as .csv, .jsonl or .parquet; - writes CSV to stdout")
+    parser.add_argument("--output", help="also write the scores (path,score,error) as .csv, .jsonl or .parquet; "
+                                         "- writes CSV to stdout")
     collection = parser.add_argument_group("scoring a collection (see the README: Scoring a collection)")
     collection.add_argument("--image-list", nargs="+", default=[], metavar="FILE",
                             help="files with one image path per line, relative to the file's folder")
@@ -239,12 +240,17 @@ def load_scoring_model(args: argparse.Namespace, device: torch.device):
         raise
 
 
+def prompts_lower_better(args: argparse.Namespace) -> bool:
+    """--lower-is-better as the prompts mean it: reversing them reverses the requirement."""
+    return args.lower_is_better != args.reverse_prompts
+
+
 def prepare_and_save_prompts(args: argparse.Namespace, given: PromptSet | SavedPrompts, scorer: Scorer) -> SavedPrompts:
     """The prompts ready for the network, saved with its identity if --save-prompts asks.
 
     Reversing the prompts reverses the requirement, so --lower-is-better --reverse-prompts scores
     higher-is-better (as the web app labels it)."""
-    lower_better = args.lower_is_better != args.reverse_prompts
+    lower_better = prompts_lower_better(args)
     with naming("--prompts"):
         prompts = prepare_prompts(scorer, given, given_score_range(args), lower_better, args.prompts)
     if args.save_prompts:
@@ -382,8 +388,8 @@ def onnx_scoring(args: argparse.Namespace, given: PromptSet | SavedPrompts | Non
             check_exported_checkpoint(scorer, args.checkpoint)
     if given is not None:
         with naming("--prompts"):
-            lower_better = args.lower_is_better != args.reverse_prompts  # as prepare_and_save_prompts
-            return scorer, scorer.prepare_prompts(given, given_score_range(args), lower_better, args.prompts)
+            prompts = scorer.prepare_prompts(given, given_score_range(args), prompts_lower_better(args), args.prompts)
+        return scorer, prompts
     if scorer.baked_prompts is None:
         raise UserError(f"--onnx {args.onnx}: this export has no baked prompt set; give --prompts, or export "
                         "with promptiqa-export --prompts")
