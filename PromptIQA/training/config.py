@@ -246,6 +246,6 @@ _SECTIONS: dict[str, type] = {
 DEMO_PRESET: dict[str, Any] = {
     "data.datasets": ("demo_kadid",), "data.demo": True, "data.workers": 0,
     "model.backbone": "resnet10t", "model.img_size": 64, "model.cnn_dim": 192, "pretrained": "none",
-    "optim.epochs": 12, "optim.batch_size": 12, "optim.lr": 1e-4, "optim.random_flipping_rate": 0.3,
+    "optim.epochs": 9, "optim.batch_size": 12, "optim.lr": 1e-4, "optim.random_flipping_rate": 0.3,
     "execution.device": "cpu", "run.save_path": "runs/demo",
 }

@@ -182,8 +182,10 @@ def start_run(
     if config.execution.grad_checkpointing:
         model.set_grad_checkpointing(True)
     cuda = ctx.device.type == "cuda"
+    # Fused Adam, on the CPU too: the same update in one kernel per step instead of one chain of small
+    # ops per tensor (a quarter of a demo step on a 2-core CPU).
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=True if cuda else None
+        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=True
     )
     group_size = config.model.prompt_num + 1
     train_batches = ImageLoader(
