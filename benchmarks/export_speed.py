@@ -36,7 +36,6 @@ from PromptIQA.data.image import to_tensor
 from PromptIQA.data.loader import eval_sets
 from PromptIQA.data.prepare import open_datasets, read_datasets
 from PromptIQA.data.prompts import read_prompt_file
-from PromptIQA.evaluation.results import correlations
 from PromptIQA.export import OnnxScorer, export_onnx
 from PromptIQA.export.exporter import synthetic_images
 from PromptIQA.models import ModelConfig, PromptIQA
@@ -45,6 +44,7 @@ from PromptIQA.models.checkpoint import load_model, save_checkpoint
 from PromptIQA.scoring.saved_prompts import SavedPrompts
 from PromptIQA.scoring.scorer import Scorer
 from PromptIQA.utils.distributed import DistContext
+from PromptIQA.utils.stats import correlations
 from tools.make_parity_checkpoint import build_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.loader import EvalSet, GivenBatches, ImageLoader, SplitDataset, normalise, unflipped_batches
+from ..data.loader import EvalSet, GivenBatches, ImageLoader, SplitDataset, image_batches, normalise, unflipped_batches
 from ..models import PromptIQA
 from ..utils.device import autocast
 from ..utils.distributed import DistContext, all_gather_objects
-from .results import EvalResult, correlations
+from ..utils.stats import correlations
+from .results import EvalResult
 
 
 @dataclass
@@ -76,3 +77,14 @@ def evaluate(model: PromptIQA, evaluation: Evaluation) -> list[EvalResult]:
     model.train(was_training)
     return results
 
+
+
+@torch.no_grad()
+def dataset_features(
+    model: PromptIQA, datasets: Sequence[SplitDataset], dataset_id: int, indices: Sequence[int],
+    batch_size: int, workers: int,
+) -> torch.Tensor:
+    """Image features (n, 128) of one dataset's images, in the given order (one process)."""
+    device = next(model.parameters()).device
+    batches = image_batches(datasets, dataset_id, indices, batch_size, workers)
+    return torch.cat([model.image_features(x.to(device)) for x, _, _ in batches])

@@ -25,10 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..data.loader import EvalSet, SplitDataset, image_batches  # noqa: E402
+from ..data.loader import EvalSet, SplitDataset  # noqa: E402
 from ..models import PromptIQA  # noqa: E402
 from ..utils.atomic import atomic_open, write_csv_atomic  # noqa: E402
-from .results import correlations  # noqa: E402
+from ..utils.stats import correlations  # noqa: E402
+from .evaluate import dataset_features  # noqa: E402
 
 OWN, REVERSED, RANDOM = "own", "reversed", "random"
 CSV_NAME, FIGURE_NAME = "prompt_experiment.csv", "prompt_experiment.png"
@@ -119,16 +120,6 @@ def save_heatmap(experiment: PromptExperiment, path: str | os.PathLike) -> None:
 
 
 @torch.no_grad()
-def _features(
-    model: PromptIQA, datasets: Sequence[SplitDataset], dataset_id: int, indices: Sequence[int],
-    batch_size: int, workers: int,
-) -> torch.Tensor:
-    device = next(model.parameters()).device
-    batches = image_batches(datasets, dataset_id, indices, batch_size, workers)
-    return torch.cat([model.image_features(x.to(device)) for x, _, _ in batches])
-
-
-@torch.no_grad()
 def _correlations(
     model: PromptIQA, queries: torch.Tensor, prompt_features: torch.Tensor, scores: Sequence[float],
     labels: np.ndarray,
@@ -150,11 +141,11 @@ def run_prompt_experiment(
     set's prompts; image features are computed once per image."""
     was_training = model.training
     model.eval()
-    prompt_features = [_features(model, datasets, s.dataset_id, s.prompts, batch_size, workers) for s in sets]
+    prompt_features = [dataset_features(model, datasets, s.dataset_id, s.prompts, batch_size, workers) for s in sets]
     generator = np.random.default_rng(seed)
     rows = []
     for position, target in enumerate(sets):
-        queries = _features(model, datasets, target.dataset_id, target.test, batch_size, workers)
+        queries = dataset_features(model, datasets, target.dataset_id, target.test, batch_size, workers)
         labels = np.asarray(target.test_labels, dtype=np.float64)
         own = prompt_features[position]
         conditions = [

@@ -16,10 +16,11 @@ from tqdm import tqdm
 
 from ..data.augment import augment_labels
 from ..data.loader import normalise
-from ..evaluation.results import EpochStats, correlations
+from ..evaluation.results import EpochStats
 from ..utils.device import autocast
 from ..utils.distributed import all_gather_objects
 from ..utils.errors import UserError
+from ..utils.stats import correlations
 
 if TYPE_CHECKING:
     from .run import Run
