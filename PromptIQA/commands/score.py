@@ -8,6 +8,9 @@ checkpoint on the test split of datasets.
     torchrun --nproc-per-node N test.py --prompts SET.pt --images 'shards/{00000..00099}.tar' --output scores.parquet
     python test.py --checkpoint CKPT --dataset NAME ... [--dataset-info JSON] [--save-dir DIR]
     python test.py --runtime onnx --onnx DIR [--prompts PROMPTS] --images IMG_OR_DIR ...   (promptiqa-export)
+    python test.py --prompts POOL.csv --images IMG_OR_DIR ... --interval 0.9 [--ensemble K] [--output out.csv]
+    python test.py --prompts POOL.csv --select-prompts 10 --save-prompts SET.pt
+    python test.py --checkpoint CKPT --dataset NAME --prompt-pool 50 [--ensemble K] [--interval 0.9] [--select-prompts K]
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from ..data.loader import eval_sets
 from ..data.prepare import open_datasets, read_datasets
 from ..data.prompts import PromptSet, check_score_range, read_prompt_file, unit_range_to_scores
 from ..evaluation.evaluate import Evaluation, evaluate
+from ..evaluation.pool_experiment import run_pool_experiment
 from ..evaluation.prompt_experiment import run_prompt_experiment
 from ..evaluation.results import format_results, save_predictions
 from ..export.runtime import OnnxScorer, check_exported_checkpoint
@@ -36,9 +40,11 @@ from ..models.checkpoint import (
     model_from_checkpoint,
     read_checkpoint,
 )
+from ..models.prompt_pool import ENSEMBLE_SETS, MIN_CALIBRATION_POOL
 from ..scoring.collection import Collection
 from ..scoring.job import CollectionJob
-from ..scoring.outputs import output_format, write_rows
+from ..scoring.outputs import COLUMNS, output_columns, output_format, row_record, write_rows
+from ..scoring.pools import pool_prompts, select_from_pool
 from ..scoring.saved_prompts import (
     SAVED_PROMPTS_SUFFIX,
     SavedPrompts,
@@ -49,7 +55,7 @@ from ..scoring.saved_prompts import (
     read_saved_prompts,
     save_prompts,
 )
-from ..scoring.scorer import ScoredImage, Scorer
+from ..scoring.scorer import Prompts, ScoredImage, Scorer
 from ..utils.atomic import is_stream, write_csv_atomic
 from ..utils.constants import CHECKPOINT_DIR, DEFAULT_SEED, EXAMPLES_DIR, MIN_IMG_SIZE
 from ..utils.device import PRECISION_CHOICES, configure_backends, precision_scope, resolve_device, resolve_precision
@@ -75,7 +81,9 @@ EXAMPLE = (
     "  python test.py --prompts Examples/Example1/prompts.json --save-prompts example1.pt\n"
     "  python test.py --prompts example1.pt --images photos/\n"
     "  python test.py --prompts mos.csv --score-range 1 5 --images photos/\n"
-    "  python test.py --checkpoint runs/demo/best.pth.tar --demo --dataset demo_kadid demo_csiq"
+    "  python test.py --checkpoint runs/demo/best.pth.tar --demo --dataset demo_kadid demo_csiq\n"
+    "  python test.py --prompts pool.csv --images photos/ --interval 0.9 --output scores.csv\n"
+    "  python test.py --checkpoint runs/demo/best.pth.tar --demo --dataset demo_kadid --prompt-pool 50 --interval 0.9"
 )
 
 
@@ -87,6 +95,14 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse type for counts where 0 means none (e.g. decoding threads)."""
     return whole_number(text, 0)
+
+
+def interval_level(text: str) -> float:
+    """argparse type for --interval: a coverage strictly between 0 and 1."""
+    value = finite_number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the coverage as a fraction between 0 and 1, e.g. 0.9")
+    return value
 
 
 def image_size(text: str) -> int:
@@ -125,6 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lower-is-better", action="store_true",
                         help="the ISP scores are lower-is-better (e.g. DMOS): labels the output, flips nothing "
                              "(with --reverse-prompts the output is higher-is-better)")
+    pools = parser.add_argument_group("prompt pools (see the README: Prompt pools, intervals, selection)")
+    pools.add_argument("--ensemble", type=positive_int, metavar="K",
+                       help="score under K sets of prompt-num ISPs drawn from the prompts (stratified by score; "
+                            f"the image path runs once): the mean, with a spread column. 1: one set of all the ISPs "
+                            f"(default: {ENSEMBLE_SETS} when the prompts hold at least twice prompt-num ISPs, else 1)")
+    pools.add_argument("--interval", type=interval_level, metavar="LEVEL",
+                       help="add low/high columns: a split-conformal interval of this coverage (e.g. 0.9) "
+                            f"calibrated on the prompts themselves (at least {MIN_CALIBRATION_POOL} ISPs)")
+    pools.add_argument("--select-prompts", type=positive_int, metavar="K",
+                       help="keep the K ISPs that best predict the rest of the prompts; prints them and saves "
+                            "them with --save-prompts")
+    pools.add_argument("--pool-seed", type=int, default=DEFAULT_SEED,
+                       help=f"seed of the ensemble's draw (default {DEFAULT_SEED})")
+    pools.add_argument("--prompt-pool", type=positive_int, metavar="N",
+                       help="with --dataset: draw a pool of N ISPs from each training split and compare one set, "
+                            "the ensemble, all N as one set, selected and random sets, with intervals")
+    pools.add_argument("--pool-draws", type=positive_int, default=5,
+                       help="with --prompt-pool: pools drawn per dataset, results averaged (default 5)")
     evaluation = parser.add_argument_group("evaluation on datasets (instead of --prompts/--images)")
     evaluation.add_argument("--dataset", nargs="+", help="evaluate on the test split of these datasets")
     evaluation.add_argument("--dataset-info", default=str(DEFAULT_DATASET_INFO))
@@ -198,7 +232,11 @@ def check_output_is_not_an_input(output: str, inputs: Sequence[str]) -> None:
 
 
 def check_scoring_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not (args.prompts or args.runtime == "onnx") or not (args.images or args.image_list or args.save_prompts):
+    if args.prompt_pool:
+        raise UserError("--prompt-pool applies with --dataset (a pool drawn from its training split); to score "
+                        "with a pool of your own, give it as --prompts")
+    if not (args.prompts or args.runtime == "onnx") or not (args.images or args.image_list or args.save_prompts
+                                                           or args.select_prompts):
         parser.error("give --prompts and --images to score images (or --prompts and --save-prompts to save them), "
                      "or --dataset to evaluate")
     if args.prompts and is_saved_prompts(args.prompts) and (args.score_range or args.reverse_prompts or args.save_prompts):
@@ -253,12 +291,24 @@ def prepare_and_save_prompts(args: argparse.Namespace, given: PromptSet | SavedP
     lower_better = prompts_lower_better(args)
     with naming("--prompts"):
         prompts = prepare_prompts(scorer, given, given_score_range(args), lower_better, args.prompts)
+    if args.select_prompts:
+        with naming(f"--select-prompts {args.select_prompts}:"):
+            prompts = select_from_pool(scorer.model, prompts, args.select_prompts)
+        low, high = prompts.score_range or (0.0, 1.0)
+        chosen = zip(prompts.prompt_set.paths, unit_range_to_scores(prompts.prompt_set.scores, low, high))
+        print("selected prompts:\n" + "\n".join(f"  {path}\t{score:g}" for path, score in chosen), file=sys.stderr)
     if args.save_prompts:
         with naming("--save-prompts"):
             save_prompts(args.save_prompts, replace(prompts, checkpoint=checkpoint_identity(scorer.model)))
         print(f"saved the encoded prompts to {args.save_prompts}; reuse them with --prompts {args.save_prompts}",
               file=sys.stderr)
     return prompts
+
+
+def scoring_prompts(args: argparse.Namespace, model, prompts: SavedPrompts) -> Prompts:
+    """The prompts as --ensemble and --interval use them: one set, or an ensemble (calibrated)."""
+    with naming(f"--interval {args.interval:g}:" if args.interval else f"--ensemble {args.ensemble}:"):
+        return pool_prompts(model, prompts, args.ensemble, level=args.interval, seed=args.pool_seed)
 
 
 def describe_scale(prompts: SavedPrompts) -> str:
@@ -283,39 +333,40 @@ def writes_parts(args: argparse.Namespace) -> bool:
 
 
 def print_rows(rows: list[ScoredImage]) -> None:
-    """Each score as soon as its batch is scored (`path\tscore`); skipped images on stderr."""
+    """Each score as soon as its batch is scored (`path\tscore`, then spread, low and high where the
+    prompts give them); skipped images on stderr."""
     for row in rows:
         if row.error:
             print(f"skipped: {row.error}", file=sys.stderr)
         else:
-            print(f"{row.id}\t{row.score:.8f}", flush=True)
+            values = "\t".join(f"{v:.8f}" for v in row.values().values() if v is not None)
+            print(f"{row.id}\t{values}", flush=True)
 
 
 def score_collection(args: argparse.Namespace, scorer: Scorer, collection: Collection, prompts: SavedPrompts,
-                     ctx: DistContext, store) -> None:
-    """The collection scored by every process of the job; --output written as parts and merged, or, for a
-    stream (stdout, a FIFO, a device), written once at the end with no `path\tscore` lines on stdout."""
-    low, high = prompts.score_range or (0.0, 1.0)
+                     used: Prompts, ctx: DistContext, store) -> None:
+    """The collection scored under `used` (the prompts' vectors or their ensemble) by every process of the
+    job; --output written as parts and merged, or, for a stream (stdout, a FIFO, a device), written once
+    at the end with no `path\tscore` lines on stdout."""
     streamed: list[ScoredImage] = []
     stream = bool(args.output) and not writes_parts(args)
     job = CollectionJob(
-        scorer, collection, prompts.vectors, Path(args.output) if writes_parts(args) else None, ctx, store,
-        resume=args.resume, skip_bad=args.on_bad_image == "skip",
-        scale=lambda score: unit_range_to_scores([score], low, high)[0],
+        scorer, collection, used, Path(args.output) if writes_parts(args) else None, ctx, store,
+        resume=args.resume, skip_bad=args.on_bad_image == "skip", score_range=prompts.score_range or (0.0, 1.0),
         echo=streamed.extend if stream else print_rows,
         advice="; fix or remove them, or pass --on-bad-image skip to record them in the output and go on",
     )
     summary = job.run()
     if stream:
-        write_output(args.output, streamed)
+        write_output(args.output, streamed, output_columns(used))
     if ctx.is_main:
         print(summary.text(), file=sys.stderr)
 
 
-def write_output(output: str, rows: list[ScoredImage]) -> None:
+def write_output(output: str, rows: list[ScoredImage], columns: tuple[str, ...] = COLUMNS) -> None:
     """--output written in one go (a stream, or the ONNX runtime's single process)."""
     with naming("--output"):
-        write_rows(output, ({"path": r.id, "score": r.score, "error": r.error} for r in rows))
+        write_rows(output, (row_record(r) for r in rows), columns)
 
 
 def score_files_on_onnx(args: argparse.Namespace, scorer: OnnxScorer, collection: Collection,
@@ -364,9 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         prompts = prepare_and_save_prompts(args, given, scorer)
         if not collection.units_total:
             return 0
+        used = scoring_prompts(args, model, prompts)
         if (prompts.score_range or prompts.lower_better or args.lower_is_better) and ctx.is_main:
             print(describe_scale(prompts), file=sys.stderr)
-        score_collection(args, scorer, collection, prompts, ctx, store)
+        score_collection(args, scorer, collection, prompts, used, ctx, store)
     finally:
         cleanup(ctx)
     return 0
@@ -376,7 +428,8 @@ def onnx_scoring(args: argparse.Namespace, given: PromptSet | SavedPrompts | Non
     """--runtime onnx: the graphs exported to --onnx and the prompts for them (PromptIQA/export)."""
     pytorch_only = {"--compile": args.compile, "--backbone": args.backbone, "--img-size": args.img_size,
                     "--save-prompts": args.save_prompts, "--precision": args.precision not in ("auto", "fp32"),
-                    "--device": args.device not in ("auto", "cpu")}
+                    "--device": args.device not in ("auto", "cpu"), "--ensemble": (args.ensemble or 1) > 1,
+                    "--interval": args.interval, "--select-prompts": args.select_prompts}
     if not args.onnx or any(pytorch_only.values()):
         raise UserError("--runtime onnx: give --onnx DIR (a folder written by promptiqa-export)" if not args.onnx else
                         f"{', '.join(f for f, used in pytorch_only.items() if used)}: options of the PyTorch runtime; "
@@ -401,6 +454,11 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
     if args.compile or args.runtime == "onnx":
         raise UserError(f"{'--compile' if args.compile else '--runtime onnx'} applies to scoring images "
                         "(--prompts/--images); drop it for --dataset")
+    pool_flags = [flag for flag, used in (("--ensemble", args.ensemble), ("--interval", args.interval),
+                                          ("--select-prompts", args.select_prompts)) if used]
+    if pool_flags and not args.prompt_pool:
+        raise UserError(f"{', '.join(pool_flags)} with --dataset: give --prompt-pool N too (the pool the "
+                        "ensemble, the interval and the selection come from)")
     with naming("--checkpoint"):
         ckpt = read_checkpoint(args.checkpoint)
     seed = args.seed if args.seed is not None else ckpt.get("config", ckpt.get("args", {})).get("seed", DEFAULT_SEED)
@@ -411,6 +469,9 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
     ctx = DistContext(device=next(model.parameters()).device)
     precision = resolve_precision(args.precision, ctx.device)
     datasets = open_datasets(records, model.config.img_size, seed, ctx, cache_dir=args.cache_dir, workers=args.workers)
+    if args.prompt_pool:
+        with precision_scope(ctx.device, precision):
+            return report_pool_experiment(args, model, datasets, seed)
     sets = eval_sets(datasets, args.prompt_num or model.prompt_num, args.prompt_select, seed)
     if args.prompt_experiment:
         with precision_scope(ctx.device, precision):
@@ -430,6 +491,21 @@ def evaluate_datasets(args: argparse.Namespace) -> int:
         rows = ((r.name, f"{r.srcc:.6f}", f"{r.plcc:.6f}", len(r.labels)) for r in results)
         write_csv_atomic(folder / "results.csv", ["dataset", "srcc", "plcc", "images"], rows)
         save_predictions(results, folder)
+    return 0
+
+
+def report_pool_experiment(args: argparse.Namespace, model, datasets: list, seed: int) -> int:
+    if args.prompt_experiment or args.reverse_prompts or args.random_prompts:
+        raise UserError("--prompt-pool is an experiment of its own; drop --prompt-experiment, --reverse-prompts "
+                        "and --random-prompts")
+    with naming("--prompt-pool"):
+        experiment = run_pool_experiment(model, datasets, args.prompt_pool, args.pool_draws,
+                                         args.ensemble or ENSEMBLE_SETS, args.interval, args.select_prompts,
+                                         args.pool_seed, args.batch_size, args.workers, args.prompt_num)
+    print(experiment.table())
+    if args.save_dir:
+        for path in experiment.save(args.save_dir):
+            print(f"wrote {path}")
     return 0
 
 

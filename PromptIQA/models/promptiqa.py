@@ -161,13 +161,18 @@ class PromptIQA(nn.Module):
         pair = torch.stack([features, scores], dim=1)  # (n, 2, 128): image token, score token
         return self.mlp(self.i_p_fusion(pair).mean(dim=1))
 
+    def fuse_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
+        """Prompt vectors (n, 128) of one set, or (S, n, 128) of S sets -> the fused prompt tokens, same shape."""
+        return self.prompt_fusion(prompts.unsqueeze(0))[0] if prompts.dim() == 2 else self.prompt_fusion(prompts)
+
     def score_features(self, features: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """Query features (B, 128) against prompts (n, 128) shared by all, or (B, n, 128) -> (B,)."""
-        if prompts.dim() == 2:
-            prompts = self.prompt_fusion(prompts.unsqueeze(0)).expand(features.shape[0], -1, -1)
-        else:
-            prompts = self.prompt_fusion(prompts)
-        tokens = torch.cat([features.unsqueeze(1), prompts], dim=1)
+        fused = self.fuse_prompts(prompts)
+        return self.score_fused(features, fused.expand(features.shape[0], -1, -1) if fused.dim() == 2 else fused)
+
+    def score_fused(self, features: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        """Query features (B, 128) against fused prompt tokens (B, n, 128) -> (B,)."""
+        tokens = torch.cat([features.unsqueeze(1), fused], dim=1)
         tokens = self.norm(self.blocks(tokens))
         # The score head runs in fp32 under autocast: a bf16 output would round scores to 1/256.
         with torch.autocast(tokens.device.type, enabled=False):

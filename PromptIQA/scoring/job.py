@@ -8,17 +8,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ..utils.distributed import DistContext, all_gather_objects, barrier
 from ..utils.errors import UserError
 from .collection import Collection, DoneIds
-from .outputs import PartWriter, done_ids, merge_parts, part_paths
-from .scorer import ScoredImage, Scorer
+from .outputs import PartWriter, done_ids, merge_parts, output_columns, part_paths
+from .scorer import Prompts, ScoredImage, Scorer
 
 FIRST_ERRORS = 5
 _POLL_SECONDS = 0.5
@@ -70,7 +69,7 @@ class JobSummary:
 class CollectionJob:
     """Score `collection` under `prompts`; write to `output` (parts, then merged) when given.
 
-    `scale` maps scores on [0, 1] to the reported scale; `skip_bad` records unusable images with
+    `score_range` is the reported scale of scores on [0, 1]; `skip_bad` records unusable images with
     their error instead of stopping with BadImagesError; `echo` sees every batch's rows as written.
     `store` is the torchrun job's key-value store (for the progress of all processes); `advice`
     follows the count of bad images in BadImagesError's message.
@@ -78,13 +77,13 @@ class CollectionJob:
 
     scorer: Scorer
     collection: Collection
-    prompts: torch.Tensor
+    prompts: Prompts
     output: Path | None = None
     ctx: DistContext = field(default_factory=DistContext)
     store: object | None = None
     resume: bool = False
     skip_bad: bool = False
-    scale: Callable[[float], float] = float
+    score_range: tuple[float, float] = (0.0, 1.0)
     echo: Callable[[list[ScoredImage]], None] | None = None
     progress: bool = True
     advice: str = ""
@@ -101,7 +100,7 @@ class CollectionJob:
             batches = self.scorer.score_collection_batches(self.collection, self.prompts, self.ctx.rank,
                                                            self.ctx.world_size, done)
             for rows in batches:
-                rows = [replace(r, score=None if r.score is None else self.scale(r.score)) for r in rows]
+                rows = [row.on_range(*self.score_range) for row in rows]
                 bad = [row for row in rows if row.error]
                 if bad and not self.skip_bad:
                     raise BadImagesError(bad, self.advice)
@@ -119,7 +118,7 @@ class CollectionJob:
         summary.seconds = time.perf_counter() - start
         summary = JobSummary.combined(all_gather_objects(summary, self.ctx))
         if self.ctx.is_main and self.output:
-            summary.merged_rows = merge_parts(self.output)
+            summary.merged_rows = merge_parts(self.output, output_columns(self.prompts))
         return summary
 
     def _done_before(self) -> DoneIds:

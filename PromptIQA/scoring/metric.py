@@ -5,6 +5,9 @@
     metric("photo.png")                     # tensor([score]), exactly test.py's score
     metric(torch.rand(2, 3, 300, 400))      # RGB in [0, 1]
 
+    pooled = PromptIQA.create_metric(checkpoint=..., prompts="pool.csv", interval=0.9)
+    pooled("photo.png")                     # ScoresWithInterval(score, low, high, spread)
+
 Inputs: image paths, PIL images, or RGB tensors of shape (N, 3, H, W) or (3, H, W): float in [0, 1]
 (values outside it, NaN or infinities are refused) or uint8 in 0-255 (divided by 255).
 Paths and PIL images go through test.py's pre-processing (OpenCV bicubic resize of the 8-bit image,
@@ -12,10 +15,14 @@ so a PIL image of a lossless file scores exactly as its path). Tensors are resiz
 input size with `torch.nn.functional.interpolate(mode="bicubic")` and normalised as the published
 code does ((x - 0.5) / 0.5), so they agree with paths up to the resizing. With `as_loss=True` the
 tensor path keeps the autograd graph (the score is differentiable with respect to the input).
+
+A prompt pool (docs/prompt-pools.md) is used as `ensemble` sets (default: as `test.py` uses it); with
+`interval=LEVEL` the metric returns the score with the bounds of a calibrated interval and the spread.
 """
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -27,10 +34,12 @@ from ..data.image import to_tensor
 from ..data.prompts import PromptSet, read_prompt_file
 from ..models import PromptIQA
 from ..models.checkpoint import DEFAULT_CHECKPOINT, load_model
+from ..models.prompt_pool import PromptEnsemble
 from ..utils.device import precision_scope, resolve_device
 from ..utils.errors import UserError
+from .pools import pool_prompts
 from .saved_prompts import SavedPrompts, is_saved_prompts, prepare_prompts, read_saved_prompts
-from .scorer import Scorer
+from .scorer import Prompts, Scorer
 
 PromptsInput = str | os.PathLike | PromptSet | SavedPrompts
 
@@ -73,6 +82,15 @@ def _as_unit_rgb(images: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class ScoresWithInterval(NamedTuple):
+    """What a metric made with `interval=` returns: (N,) tensors on its score range."""
+
+    score: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    spread: torch.Tensor
+
+
 class PromptIQAMetric(nn.Module):
     """No-reference quality of images under the requirement given by a prompt set (see the module doc).
 
@@ -83,13 +101,18 @@ class PromptIQAMetric(nn.Module):
     metric_mode = "NR"
 
     def __init__(self, model: PromptIQA, prompts: SavedPrompts, as_loss: bool = False, batch_size: int = 16,
-                 precision: str = "auto"):
+                 precision: str = "auto", ensemble: int | None = None, interval: float | None = None):
         super().__init__()
         self.batch_size = check_batch_size(batch_size)
         self.net = model.eval().requires_grad_(False)
         self.scorer = Scorer(self.net, batch_size=batch_size, precision=precision)
         self.prompts = prepare_prompts(self.scorer, prompts)
+        self.ensemble, self.interval = ensemble, interval
+        used = pool_prompts(self.net, self.prompts, ensemble, level=interval)
+        self._calibration = used.calibration if isinstance(used, PromptEnsemble) else None
         self.register_buffer("prompt_vectors", self.prompts.vectors.detach().clone(), persistent=False)
+        sets = used.sets.clone() if isinstance(used, PromptEnsemble) else None
+        self.register_buffer("ensemble_sets", sets, persistent=False)
         self.as_loss = as_loss
 
     def train(self, mode: bool = True) -> "PromptIQAMetric":
@@ -111,26 +134,44 @@ class PromptIQAMetric(nn.Module):
     def score_range(self) -> tuple[float, float]:
         return self.prompts.score_range or (0.0, 1.0)
 
+    @property
+    def used_prompts(self) -> Prompts:
+        """The prompt vectors on the metric's device, or the ensemble drawn from them."""
+        if self.ensemble_sets is None:
+            return self.prompt_vectors
+        return PromptEnsemble(self.prompt_vectors, self.ensemble_sets, self._calibration, self.interval)
+
     def with_prompts(self, prompts: PromptsInput, score_range: tuple[float, float] | None = None,
                      lower_better: bool = False) -> "PromptIQAMetric":
         """The same network under another requirement (a prompt file, a saved set or a PromptSet)."""
         encoded = prompts_for_model(self.net, prompts, score_range, lower_better, self.precision)
-        return PromptIQAMetric(self.net, encoded, self.as_loss, self.batch_size, self.precision)
+        return PromptIQAMetric(self.net, encoded, self.as_loss, self.batch_size, self.precision, self.ensemble,
+                               self.interval)
 
-    def _unit_scores(self, images) -> torch.Tensor:
+    def _unit_results(self, images) -> dict[str, torch.Tensor]:
         if isinstance(images, torch.Tensor):
-            return self._tensor_scores(_as_unit_rgb(images))
+            return self._tensor_results(_as_unit_rgb(images))
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         if not items:
             raise UserError("metric input: no images given; give image paths, PIL images or an RGB tensor")
         if all(_is_pil_image(item) for item in items):
             size = self.net.config.img_size
-            return self._tensor_scores(to_tensor(np.stack([_pil_to_array(i, size) for i in items])), normalised=True)
+            return self._tensor_results(to_tensor(np.stack([_pil_to_array(i, size) for i in items])), normalised=True)
         if all(isinstance(item, (str, os.PathLike)) for item in items):
-            return torch.from_numpy(self.scorer.score_images([os.fspath(i) for i in items], self.prompt_vectors))
+            batches = list(self.scorer.iter_results([os.fspath(i) for i in items], self.used_prompts))
+            return {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
         raise UserError("metric input: give image paths, PIL images, or an RGB tensor (N, 3, H, W) in [0, 1]")
 
-    def _tensor_scores(self, images: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+    def _scored(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.net.image_features(batch)
+        used = self.used_prompts
+        if not isinstance(used, PromptEnsemble):
+            return {"score": self.net.score_features(features, used).float()}
+        scores = used.score(self.net, features)
+        bounds = {} if scores.low is None else {"low": scores.low, "high": scores.high}
+        return {"score": scores.mean, "spread": scores.spread, **bounds}
+
+    def _tensor_results(self, images: torch.Tensor, normalised: bool = False) -> dict[str, torch.Tensor]:
         device = self.prompt_vectors.device
         x = images.to(device)
         if not normalised:
@@ -139,13 +180,22 @@ class PromptIQAMetric(nn.Module):
             x = (x - 0.5) / 0.5
         # the precision paths are scored in (Scorer), so every kind of input gives the same score
         with torch.set_grad_enabled(self.as_loss and torch.is_grad_enabled()), precision_scope(device, self.precision):
-            return torch.cat([self.net.score_images(x[i : i + self.batch_size], self.prompt_vectors).float()
-                              for i in range(0, len(x), self.batch_size)])
+            batches = [self._scored(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        return {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
 
-    def forward(self, images) -> torch.Tensor:
-        """Scores (N,) on `score_range`; paths and PIL images are scored without a graph."""
+    def forward(self, images) -> torch.Tensor | ScoresWithInterval:
+        """Scores (N,) on `score_range` (with `interval`: ScoresWithInterval); paths and PIL images are
+        scored without a graph."""
+        unit = self._unit_results(images)
         low, high = self.score_range
-        return low + self._unit_scores(images).float() * (high - low)
+
+        def on_range(values: torch.Tensor) -> torch.Tensor:
+            return low + values.float() * (high - low)
+
+        if self.interval is None:
+            return on_range(unit["score"])
+        return ScoresWithInterval(on_range(unit["score"]), on_range(unit["low"]), on_range(unit["high"]),
+                                  unit["spread"].float() * (high - low))  # a width: scaled, not shifted
 
 
 def prompts_for_model(model: PromptIQA, prompts: PromptsInput, score_range: tuple[float, float] | None = None,
@@ -173,15 +223,18 @@ def create_metric(
     lower_better: bool = False,
     batch_size: int = 16,
     precision: str = "auto",
+    ensemble: int | None = None,
+    interval: float | None = None,
 ) -> PromptIQAMetric:
     """Load a checkpoint (a path or `hf:OWNER/REPO[/FILE]`) and encode `prompts` into a metric module.
 
     `precision` (auto: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere) applies to every kind
-    of input alike: paths, PIL images and tensors.
+    of input alike: paths, PIL images and tensors. `ensemble` (sets drawn from the prompts; default as
+    test.py) and `interval` (a coverage such as 0.9) use a prompt pool (docs/prompt-pools.md).
     """
     if prompts is None:
         raise UserError("create_metric: give prompts= (a prompt file, a saved .pt set or a PromptSet)")
     check_batch_size(batch_size)
     model = load_model(checkpoint, device=resolve_device(str(device)))
     encoded = prompts_for_model(model, prompts, score_range, lower_better, precision)
-    return PromptIQAMetric(model, encoded, as_loss, batch_size, precision)
+    return PromptIQAMetric(model, encoded, as_loss, batch_size, precision, ensemble, interval)

@@ -6,7 +6,8 @@ batch, so a killed process leaves whole rows (at most a torn last line, which re
 owner cuts off before appending again). A part's rows are in collection order and carry it (`unit`,
 `sample`), so the parts of any number of processes, from any number of runs, merge into collection
 order with one pass that holds one row per part. The merged file has the columns `path` (the file,
-or SHARD/KEY for a tar sample), `score` and `error`.
+or SHARD/KEY for a tar sample), `score` and `error`; under an ensemble of prompt sets also `spread`,
+and with an interval `low` and `high`.
 """
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.prompt_pool import PromptEnsemble
 from ..utils.atomic import atomic_open, is_stream
 from ..utils.errors import UserError
 from .collection import DoneIds, id_digest
-from .scorer import ScoredImage
+from .scorer import Prompts, ScoredImage
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 COLUMNS = ("path", "score", "error")
+ENSEMBLE_COLUMNS = ("spread",)
+INTERVAL_COLUMNS = ("low", "high")
+_NUMBERS = ("score", *ENSEMBLE_COLUMNS, *INTERVAL_COLUMNS)
 PARQUET_ROW_GROUP = 65536
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)\.jsonl$")
 
@@ -71,9 +76,21 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
+def output_columns(prompts: Prompts) -> tuple[str, ...]:
+    """The output's columns for these prompts: an ensemble adds its spread, a calibrated one the interval."""
+    if not isinstance(prompts, PromptEnsemble):
+        return COLUMNS
+    return COLUMNS + ENSEMBLE_COLUMNS + (INTERVAL_COLUMNS if prompts.level is not None else ())
+
+
+def row_record(row: ScoredImage) -> dict:
+    """A scored row as the output's columns name its values (unused columns hold None)."""
+    return {"path": row.id, **row.values(), "error": row.error}
+
+
 def _part_line(row: ScoredImage) -> str:
     unit, sample = row.order
-    return json.dumps({"path": row.id, "score": row.score, "error": row.error, "unit": unit, "sample": sample}) + "\n"
+    return json.dumps({**row_record(row), "unit": unit, "sample": sample}) + "\n"
 
 
 class PartWriter:
@@ -142,15 +159,15 @@ def merged_rows(parts: list[Path]) -> Iterator[dict]:
     return heapq.merge(*(read_part(p) for p in parts), key=lambda r: (r["unit"], r["sample"]))
 
 
-def write_rows(path: str | os.PathLike, rows: Iterable[dict]) -> int:
-    """Write rows (path, score, error) as the extension of `path` says, atomically; returns the row count."""
+def write_rows(path: str | os.PathLike, rows: Iterable[dict], columns: tuple[str, ...] = COLUMNS) -> int:
+    """Write rows (`columns` of each dict) as the extension of `path` says, atomically; returns the row count."""
     kind = output_format(path)
     count = 0
     if kind == "parquet":
         pq = parquet_module(path)
         import pyarrow
 
-        schema = pyarrow.schema([("path", pyarrow.string()), ("score", pyarrow.float64()), ("error", pyarrow.string())])
+        schema = pyarrow.schema([(c, pyarrow.float64() if c in _NUMBERS else pyarrow.string()) for c in columns])
         with atomic_open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
             batch: list[dict] = []
             for row in rows:
@@ -164,28 +181,33 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     with atomic_open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         if kind == "csv":
             writer = csv.writer(f)
-            writer.writerow(COLUMNS)
+            writer.writerow(columns)
         for row in rows:
             count += 1
             if kind == "csv":
-                score = "" if row["score"] is None else f"{row['score']:.8f}"
-                writer.writerow([row["path"], score, row["error"] or ""])
+                writer.writerow([_csv_cell(c, row[c]) for c in columns])
             else:
-                f.write(json.dumps({c: row[c] for c in COLUMNS}) + "\n")
+                f.write(json.dumps({c: row[c] for c in columns}) + "\n")
     return count
 
 
-def merge_parts(output: str | os.PathLike) -> int:
+def _csv_cell(column: str, value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:.8f}" if column in _NUMBERS else str(value)
+
+
+def merge_parts(output: str | os.PathLike, columns: tuple[str, ...] = COLUMNS) -> int:
     """Merge every part of `output` into `output`, then delete the parts; returns the row count."""
     parts = part_paths(output)
-    count = write_rows(output, merged_rows(parts))
+    count = write_rows(output, merged_rows(parts), columns)
     for part in parts:
         part.unlink()
     return count
 
 
 def read_scores(path: str | os.PathLike) -> Iterator[dict]:
-    """The rows of a merged score file, any of the three formats: {path, score, error}."""
+    """The rows of a merged score file, any of the three formats: {path, score, error[, spread, low, high]}."""
     kind = output_format(path)
     if kind == "parquet":
         for batch in parquet_module(path).ParquetFile(path).iter_batches():
@@ -196,5 +218,5 @@ def read_scores(path: str | os.PathLike) -> Iterator[dict]:
             yield from (json.loads(line) for line in f)
             return
         for row in csv.DictReader(f):
-            yield {"path": row["path"], "score": float(row["score"]) if row["score"] else None,
-                   "error": row["error"] or None}
+            yield {c: (float(v) if v else None) if c in _NUMBERS else (v or None if c == "error" else v)
+                   for c, v in row.items()}

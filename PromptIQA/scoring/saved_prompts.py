@@ -1,10 +1,12 @@
 """Saved prompt sets: the encoded prompt vectors of a prompt file, reusable without its ISP images.
 
 Encoding the ISPs is most of the work of scoring a single image, and it depends only on the prompt
-file and the checkpoint. A saved set (a `.pt` file) holds the prompt vectors with a SHA-256 of their
-bytes (so a damaged file is refused), the ISP paths and their scores on [0, 1], the score range and
-direction they were given on, and an identity of the checkpoint (a SHA-256 of its weights and
+file and the checkpoint. A saved set (a `.pt` file) holds the prompt vectors and the ISPs' image
+features (what an ensemble's interval is calibrated from, docs/prompt-pools.md) with a SHA-256 of
+their bytes (so a damaged file is refused), the ISP paths and their scores on [0, 1], the score range
+and direction they were given on, and an identity of the checkpoint (a SHA-256 of its weights and
 configuration); it is refused with any other checkpoint, as a file or as an object in memory.
+Version 2 files (without the features) are still read; they score as before but cannot be calibrated.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from .scorer import Scorer
 
 SAVED_PROMPTS_SUFFIX = ".pt"
 _FORMAT = "promptiqa-saved-prompts"
-_VERSION = 2  # 2: with the vectors' checksum
+_VERSION = 3  # 2: with the vectors' checksum; 3: with the ISPs' image features
+_READABLE_VERSIONS = (2, 3)
 _HOW_TO_SAVE = "save it again from the prompt file (test.py --prompts PROMPTS.json --save-prompts FILE.pt)"
 
 
@@ -38,6 +41,7 @@ class SavedPrompts:
     score_range: tuple[float, float] | None  # the scale the prompt file gave the scores on
     lower_better: bool
     checkpoint: str  # checkpoint_identity() of the network that encoded them (in_memory_identity() until saved)
+    features: torch.Tensor | None = None  # (n, 128) the ISPs' image features; None from version 2 files
 
 
 def is_saved_prompts(path: str | os.PathLike) -> bool:
@@ -84,10 +88,13 @@ def in_memory_identity(model: PromptIQA) -> str:
     return f"{_IN_MEMORY}{token}:{weights}"
 
 
-def vectors_checksum(vectors: torch.Tensor) -> str:
-    """SHA-256 of the vectors' shape and float32 bytes."""
-    flat = vectors.detach().float().cpu().contiguous()
-    return hashlib.sha256(f"{tuple(flat.shape)}|".encode() + flat.numpy().tobytes()).hexdigest()
+def vectors_checksum(vectors: torch.Tensor, features: torch.Tensor | None = None) -> str:
+    """SHA-256 of the vectors' (and the features') shapes and float32 bytes."""
+    digest = hashlib.sha256()
+    for tensor in (vectors, features) if features is not None else (vectors,):
+        flat = tensor.detach().float().cpu().contiguous()
+        digest.update(f"{tuple(flat.shape)}|".encode() + flat.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def check_save_path(path: str | os.PathLike) -> None:
@@ -106,9 +113,10 @@ def save_prompts(path: str | os.PathLike, saved: SavedPrompts) -> None:
     if saved.checkpoint.startswith(_IN_MEMORY):
         raise ValueError("save_prompts: give the set the checkpoint_identity() of its network first")
     vectors = saved.vectors.detach().float().cpu().contiguous()
+    features = None if saved.features is None else saved.features.detach().float().cpu().contiguous()
     record = {
         "format": _FORMAT, "version": _VERSION, "checkpoint": saved.checkpoint,
-        "vectors": vectors, "vectors_sha256": vectors_checksum(vectors),
+        "vectors": vectors, "features": features, "vectors_sha256": vectors_checksum(vectors, features),
         "paths": list(saved.prompt_set.paths), "scores": list(saved.prompt_set.scores),
         "score_range": list(saved.score_range) if saved.score_range else None,
         "lower_better": saved.lower_better,
@@ -127,9 +135,9 @@ def _read_record(path: Path) -> dict:
         record = None
     if not (isinstance(record, dict) and record.get("format") == _FORMAT):
         raise UserError(f"{path}: not a prompt set saved by --save-prompts; {_HOW_TO_SAVE}")
-    if record.get("version") != _VERSION:
+    if record.get("version") not in _READABLE_VERSIONS:
         raise UserError(f"{path}: a saved prompt set of format version {record.get('version')!r}, this version "
-                        f"reads {_VERSION}; {_HOW_TO_SAVE}")
+                        f"reads {' and '.join(map(str, _READABLE_VERSIONS))}; {_HOW_TO_SAVE}")
     return record
 
 
@@ -151,7 +159,11 @@ def _check_record(record: dict) -> str | None:
         return f"the vectors are {vectors.dtype}, not floating point"
     if not torch.isfinite(vectors).all():
         return "the vectors hold NaN or infinite values"
-    if vectors_checksum(vectors) != record["vectors_sha256"]:
+    features = record.get("features")
+    if features is not None and not (isinstance(features, torch.Tensor) and features.shape == vectors.shape
+                                     and features.is_floating_point() and torch.isfinite(features).all()):
+        return f"the features are not finite floating-point numbers of the vectors' shape {tuple(vectors.shape)}"
+    if vectors_checksum(vectors, features) != record["vectors_sha256"]:
         return "the vectors do not match their checksum (the file was changed or damaged)"
     if count != len(vectors) or len(record["scores"]) != count:
         return f"{len(vectors)} vectors, {count} paths and {len(record['scores'])} scores; expected one of each per ISP"
@@ -181,6 +193,7 @@ def read_saved_prompts(path: str | os.PathLike) -> SavedPrompts:
         score_range=(float(score_range[0]), float(score_range[1])) if score_range else None,
         lower_better=record["lower_better"],
         checkpoint=record["checkpoint"],
+        features=None if record.get("features") is None else record["features"].float(),
     )
 
 
@@ -203,6 +216,8 @@ def prepare_prompts(scorer: Scorer, given: PromptSet | SavedPrompts, score_range
     checked against that network and put on its device, or a prompt set encoded by it and tied to it."""
     if isinstance(given, SavedPrompts):
         check_same_checkpoint(given, scorer.model, source)
-        return replace(given, vectors=given.vectors.to(scorer.device), lower_better=given.lower_better or lower_better)
-    vectors = scorer.encode_prompt_set(given)
-    return SavedPrompts(vectors, given, score_range, lower_better, in_memory_identity(scorer.model))
+        features = None if given.features is None else given.features.to(scorer.device)
+        return replace(given, vectors=given.vectors.to(scorer.device), features=features,
+                       lower_better=given.lower_better or lower_better)
+    features, vectors = scorer.encode_pool(list(given.paths), given.scores)
+    return SavedPrompts(vectors, given, score_range, lower_better, in_memory_identity(scorer.model), features)

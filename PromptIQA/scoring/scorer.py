@@ -5,7 +5,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.loader import normalise
-from ..data.prompts import PromptSet
+from ..data.prompts import PromptSet, unit_range_to_scores
 from ..models import PromptIQA
+from ..models.prompt_pool import PromptEnsemble
 from ..utils.device import (
     autocast,
     check_compile_support,
@@ -26,6 +27,7 @@ from ..utils.lru import LRUCache, file_digest
 from .collection import Collection, DecodedBatch, DecodedStream, DoneIds, SampleSource
 
 ImageInput = Sequence[str | os.PathLike] | torch.Tensor
+Prompts = torch.Tensor | PromptEnsemble  # one set's vectors (n, 128), or an ensemble of sets from a pool
 PROMPT_CACHE_SIZE = 64  # encoded prompt sets kept per Scorer (as many as the web app keeps)
 
 
@@ -125,9 +127,10 @@ class Scorer:
         with self._running():
             return torch.cat([self._image_features(batch) for batch in self._batches(images, progress)])
 
-    def encode_prompts(self, images: ImageInput, scores: Sequence[float] | torch.Tensor) -> torch.Tensor:
-        """Prompt vectors (n, 128) for ISPs; file-based prompt sets are cached by the files' contents and
-        the scores (the last PROMPT_CACHE_SIZE sets)."""
+    def encode_pool(self, images: ImageInput, scores: Sequence[float] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image features, prompt vectors), (n, 128) each, for ISPs; the features are what an ensemble's
+        calibration needs. File-based sets are cached by the files' contents and the scores (the last
+        PROMPT_CACHE_SIZE sets)."""
         scores = torch.as_tensor(scores, dtype=torch.float32)
         key = None
         if not isinstance(images, torch.Tensor):
@@ -137,30 +140,53 @@ class Scorer:
                 return cached
         features = self.image_features(images)
         with self._running():
-            prompts = self.model.prompt_vectors(features, scores.to(self.device))
+            encoded = features, self.model.prompt_vectors(features, scores.to(self.device))
         if key is not None:
-            self._prompt_cache.put(key, prompts)
-        return prompts
+            self._prompt_cache.put(key, encoded)
+        return encoded
+
+    def encode_prompts(self, images: ImageInput, scores: Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """Prompt vectors (n, 128) for ISPs (cached as `encode_pool`)."""
+        return self.encode_pool(images, scores)[1]
 
     def encode_prompt_set(self, prompt_set: PromptSet) -> torch.Tensor:
         return self.encode_prompts(list(prompt_set.paths), prompt_set.scores)
 
-    def iter_scores(self, images: ImageInput, prompts: torch.Tensor, progress: bool = False) -> Iterator[np.ndarray]:
-        """Scores in [0, 1] of query images under encoded prompts, one batch at a time as each is scored."""
+    def iter_results(self, images: ImageInput, prompts: Prompts, progress: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Per batch, as each is scored: {"score": ...} in [0, 1]; under an ensemble also "spread", and
+        "low" and "high" when it is calibrated for intervals."""
         for batch in self._batches(images, progress):
-            yield self._score(batch, prompts).float().cpu().numpy()
+            yield {name: values.cpu().numpy() for name, values in self._score(batch, prompts).items()}
 
-    def _score(self, batch: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    def iter_scores(self, images: ImageInput, prompts: Prompts, progress: bool = False) -> Iterator[np.ndarray]:
+        """Scores in [0, 1] of query images under encoded prompts, one batch at a time as each is scored."""
+        for results in self.iter_results(images, prompts, progress):
+            yield results["score"]
+
+    def _score(self, batch: torch.Tensor, prompts: Prompts) -> dict[str, torch.Tensor]:
         # entered per batch so that no-grad and autocast never reach the caller's code between batches
         with self._running():
-            return self._score_features(self._image_features(batch), prompts)
+            features = self._image_features(batch)
+            if isinstance(prompts, PromptEnsemble):  # the image path ran once; the head runs once per set
+                scores = prompts.score(self.model, features)
+                results = {"score": scores.mean, "spread": scores.spread}
+                if scores.low is not None:
+                    results |= {"low": scores.low, "high": scores.high}
+                return results
+            return {"score": self._score_features(features, prompts).float()}
 
-    def score_images(self, images: ImageInput, prompts: torch.Tensor, progress: bool = False) -> np.ndarray:
+    def score_images(self, images: ImageInput, prompts: Prompts, progress: bool = False) -> np.ndarray:
         """Scores in [0, 1] of query images (paths or a normalised tensor) under encoded prompts."""
         return np.concatenate(list(self.iter_scores(images, prompts, progress)))
 
+    def score_with_intervals(self, images: ImageInput, ensemble: PromptEnsemble,
+                             progress: bool = False) -> dict[str, np.ndarray]:
+        """{"score", "spread"[, "low", "high"]}: arrays in [0, 1] over all images, under an ensemble."""
+        batches = list(self.iter_results(images, ensemble, progress))
+        return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
     def score_collection_batches(
-        self, collection: Collection, prompts: torch.Tensor, rank: int = 0, world_size: int = 1,
+        self, collection: Collection, prompts: Prompts, rank: int = 0, world_size: int = 1,
         done: DoneIds | None = None,
     ) -> Iterator[list[ScoredImage]]:
         """The images of process `rank` of `world_size` not in `done`, scored batch by batch in
@@ -171,20 +197,21 @@ class Scorer:
         """
         stream = DecodedStream(SampleSource(collection, rank, world_size), self.model.config.img_size,
                                self.batch_size, done)
-        pending: deque[tuple[DecodedBatch, torch.Tensor, torch.cuda.Event | None]] = deque()
+        pending: deque[tuple[DecodedBatch, dict[str, torch.Tensor], torch.cuda.Event | None]] = deque()
         for batch in self._decoded(stream, self.workers):
-            scores = self._score(self._on_device(batch.pixels), prompts).float() if len(batch.pixels) else None
+            results = self._score(self._on_device(batch.pixels), prompts) if len(batch.pixels) else {}
             event = None
-            if scores is not None and self.device.type == "cuda":
-                scores, event = scores.to("cpu", non_blocking=True), torch.cuda.Event()
+            if results and self.device.type == "cuda":
+                results = {name: values.to("cpu", non_blocking=True) for name, values in results.items()}
+                event = torch.cuda.Event()
                 event.record()
-            pending.append((batch, scores, event))
+            pending.append((batch, results, event))
             if len(pending) > 1 or event is None:
                 yield _scored_rows(*pending.popleft())
         while pending:
             yield _scored_rows(*pending.popleft())
 
-    def score_collection(self, collection: Collection, prompts: torch.Tensor) -> Iterator[ScoredImage]:
+    def score_collection(self, collection: Collection, prompts: Prompts) -> Iterator[ScoredImage]:
         """(id, score, error) for every image of `collection`, in order, streaming.
 
         >>> for row in scorer.score_collection(Collection(["photos/"], recursive=True), prompts):
@@ -203,12 +230,26 @@ class ScoredImage:
     score: float | None
     error: str | None
     order: tuple[int, int]
+    spread: float | None = None  # under an ensemble: the std of the sets' scores
+    low: float | None = None  # with an interval: its bounds
+    high: float | None = None
+
+    def on_range(self, low: float, high: float) -> "ScoredImage":
+        """The row with its values mapped from [0, 1] to [low, high] (the spread is a width: scaled only)."""
+        mapped = {name: unit_range_to_scores([value], low, high)[0] for name, value in self.values().items()
+                  if value is not None and name != "spread"}
+        spread = None if self.spread is None else self.spread * (high - low)
+        return replace(self, **mapped, spread=spread)
+
+    def values(self) -> dict[str, float | None]:
+        return {"score": self.score, "spread": self.spread, "low": self.low, "high": self.high}
 
 
-def _scored_rows(batch: DecodedBatch, scores: torch.Tensor | None, event: torch.cuda.Event | None
+def _scored_rows(batch: DecodedBatch, results: dict[str, torch.Tensor], event: torch.cuda.Event | None
                  ) -> list[ScoredImage]:
     if event is not None:
         event.synchronize()
-    values = iter(scores.numpy().tolist() if scores is not None else [])
-    return [ScoredImage(sample_id, None if error else next(values), error, order)
+    columns = {name: iter(values.numpy().tolist()) for name, values in results.items()}
+    return [ScoredImage(sample_id, None, error, order) if error else
+            ScoredImage(sample_id, error=None, order=order, **{name: next(v) for name, v in columns.items()})
             for sample_id, order, error in zip(batch.ids, batch.orders, batch.errors)]
