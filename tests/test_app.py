@@ -24,6 +24,7 @@ from conftest import EXAMPLES, ROOT, write_image
 
 from PromptIQA.app import requests
 from PromptIQA.app.examples import demo_examples
+from PromptIQA.app.figures import save_placement_figure
 from PromptIQA.app.models import ModelRegistry, PromptCache
 from PromptIQA.app.results import score_page_request
 from PromptIQA.app.texts import HIGHER, LOWER
@@ -32,6 +33,8 @@ from PromptIQA.commands.common import run_main
 from PromptIQA.data.prompts import PromptSet, read_prompt_file
 from PromptIQA.models import ModelConfig, PromptIQA
 from PromptIQA.models.checkpoint import load_model, save_checkpoint
+from PromptIQA.scoring.pools import pool_prompts
+from PromptIQA.scoring.saved_prompts import prepare_prompts
 from PromptIQA.scoring.scorer import Scorer
 from PromptIQA.utils.constants import PUBLISHED_PROMPT_NUM
 from PromptIQA.utils.errors import UserError
@@ -214,6 +217,7 @@ def test_page_scores_on_the_score_range_reversed_with_csv(scorer, registry, prom
     expected = 100 * scorer.score_images(queries, scorer.encode_prompt_set(unit)).astype(np.float64)
     assert np.allclose([score for _, score in result.rows], expected, rtol=0, atol=TOLERANCE)
     assert "higher is better" in result.table_label and "[0, 100]" in result.table_label  # reversed DMOS
+    assert result.columns == ["image", "score"] and "ensemble" not in result.summary  # 4 ISPs: one set
     with open(result.csv_path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["image", "score"]
@@ -229,7 +233,8 @@ def test_any_number_of_isps(scorer, registry, tmp_path, count):
     pairs = [(Path(p).name, i / count) for i, p in enumerate(uploads)]
     prompt_set = requests.prompt_set_from_pairs(pairs, uploads, (0.0, 1.0), "table")
     result = score_page_request(registry, registry.default, prompt_set, False, [query], (0.0, 1.0), HIGHER, tmp_path)
-    expected = scorer.score_images([query], scorer.encode_prompts(uploads, [s for _, s in pairs]))[0]
+    # test.py's rule: one set of all the ISPs, an ensemble of sets from twice the prompt number on
+    expected = scorer.score_images([query], pool_prompts(scorer.model, prepare_prompts(scorer, prompt_set)))[0]
     assert abs(result.rows[0][1] - expected) <= TOLERANCE
     assert f"against {count} ISP(s) (the published model was trained with 10)" in result.summary
 
@@ -241,9 +246,49 @@ def test_prompt_sets_are_cached_by_content_and_scores(scorer, registry, tmp_path
     encoded = cache.encode(model, PromptSet(tuple(first), (0.2, 0.8)))
     assert cache.encode(model, PromptSet(tuple(map(str, copies)), (0.2, 0.8))) is encoded  # same bytes elsewhere
     assert cache.encode(model, PromptSet(tuple(first), (0.2, 0.9))) is not encoded
-    assert torch.equal(encoded, scorer.encode_prompt_set(PromptSet(tuple(first), (0.2, 0.8))))
+    features, vectors = scorer.encode_pool(first, (0.2, 0.8))
+    assert torch.equal(encoded.vectors, vectors) and torch.equal(encoded.features, features)
     write_image(Path(first[0]), seed=7, size=(24, 24))  # the same file name, other content
-    assert not torch.equal(cache.encode(model, PromptSet(tuple(first), (0.2, 0.8))), encoded)
+    assert not torch.equal(cache.encode(model, PromptSet(tuple(first), (0.2, 0.8))).vectors, encoded.vectors)
+
+
+def write_pool(folder: Path, count: int) -> tuple[list[str], list[tuple[str, float]]]:
+    """`count` small ISP images and their (name, score) rows, the scores spread over [0, 100]."""
+    uploads = [str(write_image(folder / f"pool{i:02d}.png", seed=i, size=(24, 24))) for i in range(count)]
+    return uploads, [(Path(p).name, round(100 * i / (count - 1), 2)) for i, p in enumerate(uploads)]
+
+
+def test_a_pool_of_isps_scores_with_intervals_on_the_score_range(scorer, registry, tmp_path):
+    uploads, pairs = write_pool(tmp_path / "isp", 24)
+    queries = [str(write_image(tmp_path / f"query{i}.png", seed=50 + i)) for i in range(3)]
+    prompt_set = requests.prompt_set_from_pairs(pairs, uploads, (0.0, 100.0), "table")
+    result = score_page_request(registry, registry.default, prompt_set, False, queries, (0.0, 100.0), HIGHER,
+                                tmp_path, 0.9)
+
+    reference = scorer.score_with_intervals(queries, pool_prompts(scorer.model, prepare_prompts(scorer, prompt_set),
+                                                                  level=0.9))
+    expected = {name: (100 * values.astype(np.float64)) for name, values in reference.items()}
+    assert result.columns == ["image", "score", "spread", "low", "high"]
+    shown = {name: np.array([row[k] for row in result.rows]) for k, name in enumerate(result.columns) if k}
+    for name in expected:
+        assert np.allclose(shown[name], expected[name], rtol=0, atol=TOLERANCE), name
+    assert np.all(shown["low"] <= shown["score"]) and np.all(shown["score"] <= shown["high"])
+    assert np.all(shown["low"] < shown["high"]) and 0 <= shown["low"].min() and shown["high"].max() <= 100
+    assert "as an ensemble of 5 sets of 10 with 0.9 intervals" in result.summary
+    with open(result.csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == result.columns and [r[0] for r in rows[1:]] == ["query0.png", "query1.png", "query2.png"]
+    for k, name in enumerate(result.columns[1:], start=1):
+        assert np.allclose([float(r[k]) for r in rows[1:]], expected[name], rtol=0, atol=TOLERANCE), name
+
+    # the picture carries the intervals: without them it is another picture
+    plain = tmp_path / "plain.png"
+    save_placement_figure(uploads, [s for _, s in pairs], queries, shown["score"], (0.0, 100.0), HIGHER, plain)
+    assert not np.array_equal(cv2.imread(str(result.picture_path)), cv2.imread(str(plain)))
+
+    spread_only = score_page_request(registry, registry.default, prompt_set, False, queries, (0.0, 100.0), HIGHER,
+                                     tmp_path)  # no interval: the ensemble's spread, no bounds
+    assert spread_only.columns == ["image", "score", "spread"] and "ensemble of 5 sets of 10" in spread_only.summary
 
 
 # ---------------------------------------------------------------- in-process: the page's handlers
@@ -318,6 +363,25 @@ def test_a_page_request_over_the_limits_is_refused_before_scoring(registry, prom
         web_app.score_page(isps, [[Path(p).name, 0.5] for p in isps], 0, 1, HIGHER, False,
                            [str(prompt_dir / "query.jpg")], None)
     assert list(results.root.iterdir()) == []
+
+
+@pytest.mark.parametrize("count, level, message", [
+    (19, 0.9, "give at least 20 ISPs (this pool has 19)"),
+    (4, 1.5, "interval level 1.5: give a coverage between 0 and 1"),
+    (4, None, "interval level (empty): give a coverage between 0 and 1"),
+])
+def test_an_interval_needs_twenty_isps_and_a_level_the_page_says_so(web_app, tmp_path, count, level, message):
+    import gradio as gr
+
+    from PromptIQA.app.page import page_errors
+
+    uploads, pairs = write_pool(tmp_path / "isp", count)
+    query = str(write_image(tmp_path / "query.png", seed=99))
+    with pytest.raises(gr.Error) as error:
+        page_errors(web_app.score_page)(uploads, [list(p) for p in pairs], 0, 100, HIGHER, False, [query], None,
+                                        True, level)
+    assert message in error.value.message and "Traceback" not in error.value.message
+    assert list(web_app.results.root.iterdir()) == []
 
 
 # ---------------------------------------------------------------- the server, called by scripts
@@ -472,6 +536,44 @@ def test_browser_scores_an_example_and_an_upload_with_the_right_colours(server, 
     expected, with_swapped_channels = reference_scores(scorer, [str(upload), str(swapped)])
     assert abs(with_swapped_channels - expected) > 1e-4  # the check below can tell the channel order
     assert abs(page_score(page, "red.png") - expected) <= TOLERANCE
+    page.close()
+
+
+def test_browser_scores_a_pool_of_isps_with_an_interval(server, browser, scorer, tmp_path):
+    from playwright.sync_api import expect
+
+    isps = [write_image(tmp_path / f"pool{i:02d}.png", seed=i, size=(32, 32)) for i in range(20)]
+    scores = [round(0.05 * i, 2) for i in range(20)]
+    rows = ", ".join(f'["{p.name}", {s}]' for p, s in zip(isps, scores))
+    (tmp_path / "pool.json").write_text(f'{{"isp": [{rows}]}}')
+    query = write_image(tmp_path / "pool_query.png", seed=99)
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1250})
+    page.goto(server.url)
+    page.locator("#isp-images input[type=file]").set_input_files([str(p) for p in isps])
+    expect(page.locator("#isp-table")).to_contain_text("pool19.png", timeout=30_000)
+    page.locator("#prompt-file input[type=file]").set_input_files(str(tmp_path / "pool.json"))
+    expect(page.locator("#isp-table")).to_contain_text("0.95", timeout=30_000)
+    page.locator("#interval input").check()
+    page.locator("#queries input[type=file]").set_input_files(str(query))
+    expect(page.locator("#queries")).to_contain_text("pool_query.png")
+    page.locator("#score-button").click()
+
+    results = page.locator("#results")
+    expect(results).to_contain_text("pool_query.png", timeout=60_000)
+    header = results.locator("thead").inner_text().split()
+    assert header[:5] == ["image", "score", "spread", "low", "high"], header
+    match = re.search(r"pool_query\.png" + 4 * r"\s+(-?[0-9.]+)", results.inner_text())
+    assert match, results.inner_text()
+    score, spread, low, high = map(float, match.groups())
+    assert low <= score <= high and low < high and spread > 0
+    prompt_set = PromptSet(tuple(map(str, isps)), tuple(scores))
+    expected = scorer.score_with_intervals([str(query)], pool_prompts(scorer.model, prepare_prompts(scorer, prompt_set),
+                                                                      level=0.9))
+    assert np.allclose([score, spread, low, high], [expected[k][0] for k in ("score", "spread", "low", "high")],
+                       rtol=0, atol=TOLERANCE)
+    expect(page.locator("#summary")).to_contain_text("as an ensemble of 5 sets of 10 with 0.9 intervals")
+    expect(page.locator("#placement img")).to_be_visible()
     page.close()
 
 

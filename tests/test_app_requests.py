@@ -95,8 +95,9 @@ def test_the_prompt_cache_is_bounded_and_the_only_copy(registry, tmp_path):
     assert len(cache) == 4
     assert cache.encode(registry.default, PromptSet((image,), (0.9,))) is encoded[-1]  # the most recent stay
     # the Scorer keeps nothing of its own: encoding the set again there is a new computation
-    scorer_copy = registry.default.scorer.encode_prompt_set(PromptSet((image,), (0.9,)))
-    assert scorer_copy is not encoded[-1] and torch.allclose(scorer_copy, encoded[-1])
+    features, vectors = registry.default.scorer.encode_pool([image], (0.9,))
+    assert vectors is not encoded[-1].vectors and torch.allclose(vectors, encoded[-1].vectors)
+    assert features is not encoded[-1].features and torch.allclose(features, encoded[-1].features)
 
 
 @pytest.mark.slow
@@ -111,8 +112,8 @@ def test_the_cache_key_holds_the_checkpoint(registry, checkpoints, tmp_path):
     image = str(write_image(tmp_path / "p.png", size=(24, 24)))
     other = registry.model(registry.load_choice("b/best.pth.tar"))
     prompt_set = PromptSet((image,), (0.3,))
-    assert not torch.equal(registry.prompts.encode(registry.default, prompt_set),
-                           registry.prompts.encode(other, prompt_set))
+    assert not torch.equal(registry.prompts.encode(registry.default, prompt_set).vectors,
+                           registry.prompts.encode(other, prompt_set).vectors)
 
 
 def test_a_page_lists_and_loads_only_checkpoints_inside_the_allowed_folder(registry, checkpoints):

@@ -31,8 +31,10 @@ def _thumbnail_row(ax, paths: Sequence[str], scores: Sequence[float], side: floa
 def save_placement_figure(
     prompt_paths: Sequence[str], prompt_scores: Sequence[float], query_paths: Sequence[str],
     query_scores: Sequence[float], score_range: tuple[float, float], direction: str, path: Path,
+    query_intervals: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> None:
-    """The ISP images and the queries on one score axis (prompts above, queries below), as a PNG."""
+    """The ISP images and the queries on one score axis (prompts above, queries below), as a PNG; each
+    query's interval (lows, highs), when given, as a horizontal bar through its marker."""
     low, high = score_range
     margin = 0.06 * (high - low)
     fig = Figure(figsize=(8, 4.5), dpi=100)
@@ -40,6 +42,10 @@ def save_placement_figure(
     ax.axhline(0, color="0.7", linewidth=1)
     _thumbnail_row(ax, prompt_paths, prompt_scores, 1, "tab:blue")
     _thumbnail_row(ax, query_paths, query_scores, -1, "tab:red")
+    if query_intervals is not None:
+        scores, (lows, highs) = np.asarray(query_scores), map(np.asarray, query_intervals)
+        ax.errorbar(scores, np.zeros(len(scores)), xerr=[scores - lows, highs - scores], fmt="none",
+                    ecolor="tab:red", elinewidth=2, capsize=6, alpha=0.7, zorder=2)
     ax.set(xlim=(low - margin, high + margin), ylim=(-1.2, 1.2), xlabel=f"score ({direction})")
     ax.set_yticks([0.6, -0.6], ["prompts (ISPs)", "queries"])
     for spine in ("left", "right", "top"):

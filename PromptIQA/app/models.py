@@ -21,7 +21,10 @@ import torch
 from ..data.image import load_images
 from ..data.prompts import PromptSet
 from ..models.checkpoint import load_model
-from ..scoring.scorer import Scorer
+from ..models.prompt_pool import check_pool_for_intervals
+from ..scoring.pools import pool_prompts
+from ..scoring.saved_prompts import SavedPrompts, in_memory_identity
+from ..scoring.scorer import Prompts, Scorer
 from ..utils.errors import UserError
 from ..utils.hub import HF_PREFIX, resolve_checkpoint
 from ..utils.lru import LRUCache, file_digest
@@ -75,22 +78,24 @@ class LoadedModel:
 
 
 class PromptCache:
-    """Encoded prompt sets, least recently used first out, keyed by content: the checkpoint, the ISP
-    files' digests and the scores (so a re-upload of the same files is a hit, and an edited file a miss)."""
+    """Encoded prompt sets (the ISPs' image features, which intervals are calibrated from, and their prompt
+    vectors), least recently used first out, keyed by content: the checkpoint, the ISP files' digests and
+    the scores (so a re-upload of the same files is a hit, and an edited file a miss)."""
 
     def __init__(self, size: int = PROMPT_CACHE_SIZE):
-        self._entries: LRUCache[torch.Tensor] = LRUCache(size)
+        self._entries: LRUCache[SavedPrompts] = LRUCache(size)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def encode(self, model: LoadedModel, prompt_set: PromptSet) -> torch.Tensor:
+    def encode(self, model: LoadedModel, prompt_set: PromptSet) -> SavedPrompts:
         key = (model.checkpoint, tuple(file_digest(p) for p in prompt_set.paths), prompt_set.scores)
         encoded = self._entries.get(key)
         if encoded is None:
             # decoded here and passed as a tensor, so that the Scorer keeps no copy of its own
             images = load_images(list(prompt_set.paths), model.scorer.model.config.img_size)
-            encoded = model.scorer.encode_prompts(images, prompt_set.scores)
+            features, vectors = model.scorer.encode_pool(images, prompt_set.scores)
+            encoded = SavedPrompts(vectors, prompt_set, None, False, in_memory_identity(model.scorer.model), features)
             self._entries.put(key, encoded)
         return encoded
 
@@ -187,6 +192,15 @@ class ModelRegistry:
         except UserError:
             return no_model(self.problem, self.can_load)
 
-    def score(self, model: LoadedModel, prompt_set: PromptSet, queries: Sequence[str]) -> np.ndarray:
-        """Scores in [0, 1] of the query files under the prompt set."""
-        return model.scorer.score_images(list(queries), self.prompts.encode(model, prompt_set))
+    def pool(self, model: LoadedModel, prompt_set: PromptSet, level: float | None = None) -> Prompts:
+        """The prompts to score with, by test.py's rule (`scoring.pools.pool_prompts`): one set of every ISP,
+        or an ensemble of sets once the ISPs are two sets' worth; calibrated for intervals at `level`."""
+        if level is not None:  # a pool too small is refused before its ISPs are encoded
+            check_pool_for_intervals(len(prompt_set.paths))
+        return pool_prompts(model.scorer.model, self.prompts.encode(model, prompt_set), level=level)
+
+    def score(self, model: LoadedModel, prompts: Prompts, queries: Sequence[str]) -> dict[str, np.ndarray]:
+        """{"score"} in [0, 1] of the query files; under an ensemble also "spread", and "low" and "high"
+        when it is calibrated (`Scorer.iter_results`)."""
+        batches = list(model.scorer.iter_results(list(queries), prompts))
+        return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}

@@ -37,6 +37,7 @@ from .models import CheckpointId, ModelRegistry, shown_name
 from .requests import (
     RequestLimits,
     file_name,
+    interval_level_of,
     isp_pairs,
     prompt_set_from_pairs,
     read_uploaded_prompt_file,
@@ -46,7 +47,7 @@ from .requests import (
     with_upload_names,
 )
 from .results import ResultFolders, score_page_request
-from .texts import HIGHER, INTRODUCTION, LOAD_FROM_FOLDER, LOWER, TABLE_HEADERS
+from .texts import HIGHER, INTERVAL_HELP, INTRODUCTION, LOAD_FROM_FOLDER, LOWER, TABLE_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,12 @@ class PromptInputs:
     high: gr.Number
     direction: gr.Radio
     reverse: gr.Checkbox
+    interval: gr.Checkbox
+    level: gr.Number
 
     def for_scoring(self) -> list:
-        """What a score request and an example set (the prompt file only fills the table)."""
+        """What a score request and an example set (the prompt file only fills the table; the interval is
+        the visitor's choice, kept across examples)."""
         return [self.isp_files, self.table, self.low, self.high, self.direction, self.reverse]
 
 
@@ -127,32 +131,35 @@ class WebApp:
         rows = [[file_name(image), score] for image, score in read_uploaded_prompt_file(prompt_file)]
         return table_after_upload(isp_files, rows)
 
-    def score_page(self, isp_files, table, low, high, direction, reverse, queries, checkpoint) -> tuple:
+    def score_page(self, isp_files, table, low, high, direction, reverse, queries, checkpoint,
+                   interval: bool = False, level: float | None = None) -> tuple:
         model = self.registry.model(checkpoint)
         score_range = score_range_of(low, high)
+        interval_level = interval_level_of(interval, level)
         prompt_set = prompt_set_from_pairs(isp_pairs(table or [], "ISP table"), isp_files, score_range, "ISP table")
         queries = require_queries(queries)
         self.settings.limits.check([*prompt_set.paths, *queries])
         folder = self.results.new()
         try:
             result = score_page_request(self.registry, model, prompt_set, bool(reverse), queries, score_range,
-                                        direction, folder)
+                                        direction, folder, interval_level)
         except BaseException:
             self.results.remove(folder)
             raise
-        table_out = gr.Dataframe(value=result.rows, headers=TABLE_HEADERS, label=result.table_label)
+        table_out = gr.Dataframe(value=result.rows, headers=result.columns, label=result.table_label)
         return table_out, str(result.csv_path), str(result.picture_path), result.summary, str(folder)
 
     def score_files(self, prompt_file: str | None, isp_files: list[str] | None,
                     queries: list[str] | None) -> list[list]:
         """Score query images under a prompt file (JSON or CSV, scores on [0, 1]) whose ISP images
-        are uploaded alongside and matched to its rows by file name. Returns rows (image, score)."""
+        are uploaded alongside and matched to its rows by file name. Returns rows (image, score); from
+        twice the model's prompt number of ISPs on, the score is an ensemble's mean, as test.py's."""
         model = self.registry.model(None)
         source = f"prompt file {Path(prompt_file).name}" if prompt_file else "prompt file"
         prompt_set = prompt_set_from_pairs(read_uploaded_prompt_file(prompt_file), isp_files, (0.0, 1.0), source)
         queries = require_queries(queries)
         self.settings.limits.check([*prompt_set.paths, *queries])
-        scores = self.registry.score(model, prompt_set, queries)
+        scores = self.registry.score(model, self.registry.pool(model, prompt_set), queries)["score"]
         return [[Path(q).name, float(s)] for q, s in zip(queries, scores)]
 
     def build(self) -> gr.Blocks:
@@ -198,10 +205,16 @@ class WebApp:
             high = gr.Number(1, label="Score range: high", min_width=100)
             direction = gr.Radio([HIGHER, LOWER], value=HIGHER, label="Scores are", scale=2)
         reverse = gr.Checkbox(False, label="Reverse prompts (1 − s on [0, 1]: the opposite requirement)")
+        with gr.Row(equal_height=True):
+            interval = gr.Checkbox(False, label="Interval: add low and high to each score", scale=2,
+                                   elem_id="interval")
+            level = gr.Number(0.9, label="Interval level (coverage)", step=0.05,
+                              min_width=100, elem_id="interval-level")
+        gr.Markdown(INTERVAL_HELP)
         prompt_file.upload(page_errors(self.table_from_prompt_file), inputs=[prompt_file, isp_files],
                            outputs=table, api_visibility="private")
         isp_files.upload(table_after_upload, inputs=[isp_files, table], outputs=table, api_visibility="private")
-        return PromptInputs(prompt_file, isp_files, table, low, high, direction, reverse)
+        return PromptInputs(prompt_file, isp_files, table, low, high, direction, reverse, interval, level)
 
     def _query_section(self, prompts: PromptInputs, session_checkpoint: gr.State) -> None:
         gr.Markdown("### Query images")
@@ -221,7 +234,8 @@ class WebApp:
                            elem_id="placement")
         result_folder = gr.State(None)
         scored = button.click(
-            page_errors(self.score_page), inputs=[*prompts.for_scoring(), queries, session_checkpoint],
+            page_errors(self.score_page),
+            inputs=[*prompts.for_scoring(), queries, session_checkpoint, prompts.interval, prompts.level],
             outputs=[results, csv_file, picture, summary, result_folder], api_visibility="private",
             concurrency_limit=self.settings.concurrency, concurrency_id="score",
         )

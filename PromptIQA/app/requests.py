@@ -1,5 +1,6 @@
 """What a page or `/score` request carries, parsed and checked: ISP rows matched to uploads, prompt
-files, queries, the score range and the request's size. No Gradio here: every rule is testable alone.
+files, queries, the score range, the interval level and the request's size. No Gradio here: every rule
+is testable alone.
 
 Uploads lose their folders, so ISP images are matched to table or prompt-file rows by file name.
 Every message names uploads by their own names, never by the server's temporary paths.
@@ -136,6 +137,16 @@ def score_range_of(low: float | None, high: float | None) -> tuple[float, float]
         raise UserError("score range: give both low and high, e.g. 0 and 100")
     check_score_range(float(low), float(high))
     return float(low), float(high)
+
+
+def interval_level_of(interval: bool, level: float | None) -> float | None:
+    """The page's interval boxes as a coverage level, or None when the interval is off."""
+    if not interval:
+        return None
+    if level is None or not 0 < float(level) < 1:
+        raise UserError(f"interval level {'(empty)' if level is None else f'{level:g}'}: give a coverage between "
+                        "0 and 1, e.g. 0.9")
+    return float(level)
 
 
 def table_after_upload(isp_files: Sequence[str] | None, rows: Sequence | None) -> list[list]:

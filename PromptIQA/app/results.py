@@ -1,5 +1,6 @@
-"""A page request's results: the scores on the user's range, a CSV and the placement picture, each
-request in a folder of its own that is removed once the page has its copies."""
+"""A page request's results: the scores (with the ensemble's spread and the interval, when used) on the
+user's range, a CSV and the placement picture, each request in a folder of its own that is removed once
+the page has its copies."""
 from __future__ import annotations
 
 import shutil
@@ -8,7 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..data.prompts import PromptSet, unit_range_to_scores
+from ..models.prompt_pool import PromptEnsemble
+from ..scoring.scorer import Prompts
 from ..utils.atomic import write_csv_atomic
 from ..utils.constants import PUBLISHED_PROMPT_NUM
 from .figures import save_placement_figure
@@ -34,8 +39,9 @@ class ResultFolders:
 
 @dataclass(frozen=True)
 class ScoredRequest:
-    """The page's results: table rows, CSV and picture files, and a summary line."""
+    """The page's results: table columns and rows, CSV and picture files, and a summary line."""
 
+    columns: list[str]
     rows: list[list]
     csv_path: Path
     picture_path: Path
@@ -43,22 +49,46 @@ class ScoredRequest:
     table_label: str
 
 
+def on_score_range(values: dict[str, np.ndarray], score_range: tuple[float, float]) -> dict[str, tuple[float, ...]]:
+    """Each column of `Scorer.iter_results` on [low, high]: scores and bounds mapped, the spread (a width) scaled."""
+    low, high = score_range
+    return {name: tuple(float(v) * (high - low) for v in column) if name == "spread"
+            else unit_range_to_scores(column, low, high) for name, column in values.items()}
+
+
+def pool_description(prompts: Prompts) -> str:
+    """How the ISPs were used, for the summary: nothing for one set of all of them."""
+    if not isinstance(prompts, PromptEnsemble):
+        return ""
+    sets, size = prompts.sets.shape
+    interval = f" with {prompts.level:g} intervals" if prompts.level is not None else ""
+    return f" as an ensemble of {sets} sets of {size}{interval}"
+
+
 def score_page_request(
     registry: ModelRegistry, model: LoadedModel, prompt_set: PromptSet, reverse: bool, queries: Sequence[str],
-    score_range: tuple[float, float], direction: str, output_dir: Path,
+    score_range: tuple[float, float], direction: str, output_dir: Path, level: float | None = None,
 ) -> ScoredRequest:
+    """Score the queries as test.py would (an ensemble once the ISPs are two sets' worth, an interval at
+    `level`), on the user's score range, with the CSV and the placement picture in `output_dir`."""
     used = prompt_set.reversed() if reverse else prompt_set
-    scores = unit_range_to_scores(registry.score(model, used, queries), *score_range)
-    prompt_scores = unit_range_to_scores(used.scores, *score_range)
-    shown_direction = opposite(direction) if reverse else direction
-    rows = [[Path(q).name, round(s, 6)] for q, s in zip(queries, scores)]
+    prompts = registry.pool(model, used, level)
+    values = on_score_range(registry.score(model, prompts, queries), score_range)
+    names = [Path(q).name for q in queries]
+    columns = [TABLE_HEADERS[0], *values]
+    rows = [[name, *(round(column[i], 6) for column in values.values())] for i, name in enumerate(names)]
     csv_path, picture_path = output_dir / "promptiqa_scores.csv", output_dir / "placement.png"
-    write_csv_atomic(csv_path, TABLE_HEADERS, ((Path(q).name, f"{s:.8f}") for q, s in zip(queries, scores)))
-    save_placement_figure(used.paths, prompt_scores, queries, scores, score_range, shown_direction, picture_path)
+    write_csv_atomic(csv_path, columns, ([name, *(f"{column[i]:.8f}" for column in values.values())]
+                                         for i, name in enumerate(names)))
+    shown_direction = opposite(direction) if reverse else direction
+    intervals = (values["low"], values["high"]) if "low" in values else None
+    save_placement_figure(used.paths, unit_range_to_scores(used.scores, *score_range), queries, values["score"],
+                          score_range, shown_direction, picture_path, intervals)
     low, high = score_range
     count = len(prompt_set.paths)
     note = "" if count == PUBLISHED_PROMPT_NUM else f" (the published model was trained with {PUBLISHED_PROMPT_NUM})"
-    summary = (f"Scored {len(queries)} image(s) against {count} ISP(s){note}"
+    summary = (f"Scored {len(queries)} image(s) against {count} ISP(s){note}{pool_description(prompts)}"
                f"{', reversed' if reverse else ''} with `{model.checkpoint.shown}`: scores on [{low:g}, {high:g}], "
                f"**{shown_direction}**.")
-    return ScoredRequest(rows, csv_path, picture_path, summary, f"Scores on [{low:g}, {high:g}], {shown_direction}")
+    label = f"Scores on [{low:g}, {high:g}], {shown_direction}"
+    return ScoredRequest(columns, rows, csv_path, picture_path, summary, label)

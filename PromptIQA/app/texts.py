@@ -1,7 +1,9 @@
-"""The page's texts: the introduction, the model line, and what to do without a model."""
+"""The page's texts: the introduction, the interval's explanation, the model line, and what to do
+without a model."""
 from __future__ import annotations
 
 from ..models.checkpoint import DEFAULT_CHECKPOINT
+from ..models.prompt_pool import ENSEMBLE_SETS, MIN_CALIBRATION_POOL
 from ..utils.constants import PUBLISHED_PROMPT_NUM
 from ..utils.hub import HF_PREFIX, PUBLISHED_REPO
 
@@ -19,6 +21,14 @@ the predictions are mapped back. The direction is kept as given: with lower-is-b
 DMOS) the prompts tell the model so, and the predictions are lower-is-better too. The
 "higher / lower is better" choice only labels the output. *Reverse prompts* uses 1 − s for every ISP
 (on [0, 1]), i.e. the opposite requirement, and flips that label.
+"""
+
+INTERVAL_HELP = f"""With twice as many ISPs as the model was trained with or more (and always with an
+interval), each query is scored by an **ensemble** of {ENSEMBLE_SETS} prompt sets of that size drawn from the
+ISPs: the score is their mean, the **spread** the standard deviation of the {ENSEMBLE_SETS} sets' scores. An
+**interval** [low, high] needs at least {MIN_CALIBRATION_POOL} ISPs: it is split-conformal, calibrated on the
+ISPs themselves by scoring each with sets that leave it out, and covers the true score for about the
+level's fraction of images (0.9: nine in ten).
 """
 
 HOW_TO_GET_A_CHECKPOINT = f"""**No model is loaded.** Whoever runs this server starts it with a checkpoint:
