@@ -94,7 +94,10 @@ def _resaved(record, checksum=True, **changes):
     for key in [k for k, v in changes.items() if v is None]:
         del record[key]
     if checksum and isinstance(record.get("vectors"), torch.Tensor):
-        record["vectors_sha256"] = vectors_checksum(record["vectors"])
+        features = record.get("features")
+        if isinstance(features, torch.Tensor) and features.shape != record["vectors"].shape:
+            features = record["features"] = None  # the damage is to the vectors: keep the check on them
+        record["vectors_sha256"] = vectors_checksum(record["vectors"], features)
     return record
 
 

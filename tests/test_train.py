@@ -190,7 +190,7 @@ def test_demo_is_a_preset_that_explicit_flags_override():
     demo = train.parse_config(["--demo", "--img-size", "96", "--save_path", "elsewhere"])
     assert (demo.model.img_size, demo.run.save_path) == (96, "elsewhere")
     assert demo.data.datasets == ("demo_kadid",) and demo.pretrained == "none" and demo.data.demo
-    assert (demo.optim.epochs, demo.optim.batch_size, demo.execution.device) == (12, 12, "cpu")
+    assert (demo.optim.epochs, demo.optim.batch_size, demo.execution.device) == (9, 12, "cpu")
     assert (demo.optim.lr, demo.optim.random_flipping_rate) == (1e-4, 0.3)
     assert (demo.model.backbone, demo.model.cnn_dim) == ("resnet10t", 192)
     flipped = train.parse_config(["--demo", "--random_flipping_rate", "0.5", "--dataset", "demo_csiq"])

@@ -194,7 +194,7 @@ class ModelRegistry:
 
     def pool(self, model: LoadedModel, prompt_set: PromptSet, level: float | None = None) -> Prompts:
         """The prompts to score with, by test.py's rule (`scoring.pools.pool_prompts`): one set of every ISP,
-        or an ensemble of sets once the ISPs are two sets' worth; calibrated for intervals at `level`."""
+        or, for an interval at `level`, a calibrated ensemble of sets."""
         if level is not None:  # a pool too small is refused before its ISPs are encoded
             check_pool_for_intervals(len(prompt_set.paths))
         return pool_prompts(model.scorer.model, self.prompts.encode(model, prompt_set), level=level)

@@ -152,8 +152,8 @@ class WebApp:
     def score_files(self, prompt_file: str | None, isp_files: list[str] | None,
                     queries: list[str] | None) -> list[list]:
         """Score query images under a prompt file (JSON or CSV, scores on [0, 1]) whose ISP images
-        are uploaded alongside and matched to its rows by file name. Returns rows (image, score); from
-        twice the model's prompt number of ISPs on, the score is an ensemble's mean, as test.py's."""
+        are uploaded alongside and matched to its rows by file name. Returns rows (image, score); the
+        ISPs are one prompt set, as test.py uses a prompt file."""
         model = self.registry.model(None)
         source = f"prompt file {Path(prompt_file).name}" if prompt_file else "prompt file"
         prompt_set = prompt_set_from_pairs(read_uploaded_prompt_file(prompt_file), isp_files, (0.0, 1.0), source)

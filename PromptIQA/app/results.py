@@ -69,7 +69,7 @@ def score_page_request(
     registry: ModelRegistry, model: LoadedModel, prompt_set: PromptSet, reverse: bool, queries: Sequence[str],
     score_range: tuple[float, float], direction: str, output_dir: Path, level: float | None = None,
 ) -> ScoredRequest:
-    """Score the queries as test.py would (an ensemble once the ISPs are two sets' worth, an interval at
+    """Score the queries as test.py would (one set of every ISP, or an ensemble with an interval at
     `level`), on the user's score range, with the CSV and the placement picture in `output_dir`."""
     used = prompt_set.reversed() if reverse else prompt_set
     prompts = registry.pool(model, used, level)

@@ -10,7 +10,7 @@ checkpoint on the test split of datasets.
     python test.py --runtime onnx --onnx DIR [--prompts PROMPTS] --images IMG_OR_DIR ...   (promptiqa-export)
     python test.py --prompts POOL.csv --images IMG_OR_DIR ... --interval 0.9 [--ensemble K] [--output out.csv]
     python test.py --prompts POOL.csv --select-prompts 10 --save-prompts SET.pt
-    python test.py --checkpoint CKPT --dataset NAME --prompt-pool 50 [--ensemble K] [--interval 0.9] [--select-prompts K]
+    python test.py --checkpoint CKPT --dataset NAME --prompt-pool 50 [--interval 0.9] [--select-prompts K]
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     pools.add_argument("--ensemble", type=positive_int, metavar="K",
                        help="score under K sets of prompt-num ISPs drawn from the prompts (stratified by score; "
                             f"the image path runs once): the mean, with a spread column. 1: one set of all the ISPs "
-                            f"(default: {ENSEMBLE_SETS} when the prompts hold at least twice prompt-num ISPs, else 1)")
+                            f"(default: 1, or {ENSEMBLE_SETS} with --interval)")
     pools.add_argument("--interval", type=interval_level, metavar="LEVEL",
                        help="add low/high columns: a split-conformal interval of this coverage (e.g. 0.9) "
                             f"calibrated on the prompts themselves (at least {MIN_CALIBRATION_POOL} ISPs)")

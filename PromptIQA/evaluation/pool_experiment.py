@@ -87,8 +87,8 @@ class PoolExperiment:
         width = max(len("dataset"), *(len(d) for d in self.datasets))
         lines.append(f"{'dataset':<{width}}  " + "  ".join(f"{n.replace('N', str(self.pool_size)):>15}" for n in names))
         for dataset in self.datasets:
-            cells = [f"{self.mean(dataset, lambda d, n=n: d.srcc[n]):.3f} / {self.mean(dataset, lambda d, n=n: d.plcc[n]):.3f}"
-                     for n in names]
+            cells = [f"{self.mean(dataset, lambda d, n=n: d.srcc[n]):.3f} / "
+                     f"{self.mean(dataset, lambda d, n=n: d.plcc[n]):.3f}" for n in names]
             lines.append(f"{dataset:<{width}}  " + "  ".join(f"{c:>15}" for c in cells))
         lines.append("(SRCC / PLCC on the test split)")
         header = ["Spearman(spread, |error|)", "SRCC confident half", "SRCC all"]

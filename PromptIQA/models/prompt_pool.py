@@ -30,7 +30,8 @@ SPREAD_FLOOR = 0.1  # the normaliser is spread + SPREAD_FLOOR x the pool's mean 
 _ROWS_PER_CALL = 4096  # (query, set) rows per head call: bounds the memory of big pools
 
 
-def draw_sets(scores: Sequence[float], set_size: int, count: int, seed: int, leave_out: int | None = None) -> np.ndarray:
+def draw_sets(scores: Sequence[float], set_size: int, count: int, seed: int,
+              leave_out: int | None = None) -> np.ndarray:
     """`count` prompt sets of `set_size` pool indices, stratified over the score range: the pool, sorted
     by score, is cut into `set_size` strata of (nearly) equal size and every set takes one ISP from each
     stratum, cycling through a seeded permutation of the stratum, so the sets differ as much as the pool
@@ -62,8 +63,10 @@ def score_sets(model: PromptIQA, features: torch.Tensor, vectors: torch.Tensor, 
 
 def score_rows(model: PromptIQA, features: torch.Tensor, vectors: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
     """Row r of `features` (R, 128) under its own set `sets[r]` (R, m) of `vectors`. (R,)."""
-    scores = [model.score_fused(features[s : s + _ROWS_PER_CALL], model.fuse_prompts(vectors[sets[s : s + _ROWS_PER_CALL]]))
-              for s in range(0, len(features), _ROWS_PER_CALL)]
+    scores = []
+    for start in range(0, len(features), _ROWS_PER_CALL):
+        rows = slice(start, start + _ROWS_PER_CALL)
+        scores.append(model.score_fused(features[rows], model.fuse_prompts(vectors[sets[rows]])))
     return torch.cat(scores)
 
 
@@ -139,9 +142,6 @@ class PromptEnsemble:
     calibration: Calibration | None = None
     level: float | None = None
 
-    def to(self, device: torch.device) -> "PromptEnsemble":
-        return PromptEnsemble(self.vectors.to(device), self.sets.to(device), self.calibration, self.level)
-
     def score(self, model: PromptIQA, features: torch.Tensor) -> EnsembleScores:
         per_set = score_sets(model, features, self.vectors, self.sets).float()
         mean, spread = per_set.mean(dim=0), per_set.std(dim=0, correction=0)
@@ -176,33 +176,50 @@ def select_prompts(model: PromptIQA, features: torch.Tensor, vectors: torch.Tens
                    start: Sequence[int], passes: int = 2) -> list[int]:
     """The set of len(start) pool ISPs that best predicts the rest of the pool, by swaps from `start`.
 
-    Each pass tries, for every position of the set, every pool ISP j outside it: the pool images outside
-    both the current set and j are scored under the current set and under the swapped one, and the swap
-    that raises SRCC + PLCC on them the most is kept (none if none raises it). SRCC + PLCC is what
-    training chooses its best epoch by; `start` is usually the published evenly spaced choice.
+    Each pass tries, for every ISP of the set, the pool ISPs that lie between its neighbours in the set's
+    score order (so the set keeps spanning the range, as the published evenly spaced choice does, and
+    the search stays small): the pool images outside both the current set and the candidate are scored
+    under the current set and under the swapped one, and the swap that raises SRCC + PLCC on them the
+    most is kept (none if none raises it). SRCC + PLCC is what training chooses its best epoch by.
     """
     labels = np.asarray(scores, dtype=np.float64)
     chosen = list(start)
     if len(set(chosen)) != len(chosen) or len(chosen) >= len(labels):
         raise UserError(f"selecting {len(chosen)} prompts needs a pool of more than {len(chosen)} distinct ISPs "
                         f"(this one has {len(labels)})")
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[np.argsort(labels, kind="stable")] = np.arange(len(labels))
     for _ in range(passes):
         changed = False
         for position in range(len(chosen)):
+            candidates = _neighbourhood(chosen, position, rank)
+            if not candidates:
+                continue
             outside = [i for i in range(len(labels)) if i not in chosen]
-            candidates = [chosen[:position] + [j] + chosen[position + 1 :] for j in outside]
-            sets = torch.as_tensor([chosen, *candidates], device=vectors.device)
+            trials = [chosen[:position] + [j] + chosen[position + 1 :] for j in candidates]
+            sets = torch.as_tensor([chosen, *trials], device=vectors.device)
             predictions = score_sets(model, features[outside], vectors, sets).float().cpu().numpy()
             held_out = labels[outside]
             gains = []
-            for row, j in enumerate(outside, start=1):
-                kept = [k for k, i in enumerate(outside) if i != j]  # j is a prompt in the candidate
+            for row, j in enumerate(candidates, start=1):
+                kept = [k for k, i in enumerate(outside) if i != j]  # j is a prompt in the trial
                 gains.append(_objective(predictions[row][kept], held_out[kept])
                              - _objective(predictions[0][kept], held_out[kept]))
             best = int(np.argmax(gains))
             if gains[best] > 0:
-                chosen[position] = outside[best]
+                chosen[position] = candidates[best]
                 changed = True
         if not changed:
             break
     return chosen
+
+
+def _neighbourhood(chosen: list[int], position: int, rank: np.ndarray) -> list[int]:
+    """Pool indices outside `chosen` whose score rank lies strictly between the ranks of the chosen ISPs
+    just below and just above chosen[position] (the ends of the range for the lowest and highest)."""
+    own = rank[chosen[position]]
+    others = rank[[c for k, c in enumerate(chosen) if k != position]]
+    below = max((r for r in others if r < own), default=-1)
+    above = min((r for r in others if r > own), default=len(rank))
+    taken = set(chosen)
+    return [i for i in range(len(rank)) if below < rank[i] < above and i not in taken]

@@ -25,24 +25,19 @@ _NO_FEATURES = ("was saved without the ISPs' image features (a version 2 file), 
                 "from; save it again from the prompt file")
 
 
-def default_ensemble_sets(pool_size: int, set_size: int) -> int:
-    """How a pool is used unless told: an ensemble of ENSEMBLE_SETS sets once the pool holds two sets'
-    worth of ISPs, else one set of all of them (the published use). Chosen by measurement
-    (docs/prompt-pools.md)."""
-    return ENSEMBLE_SETS if pool_size >= 2 * set_size else 1
-
-
 def pool_prompts(model: PromptIQA, prompts: SavedPrompts, sets: int | None = None, set_size: int | None = None,
                  level: float | None = None, seed: int = DEFAULT_SEED) -> torch.Tensor | PromptEnsemble:
     """The prompts to score with: one set of every ISP (vectors (n, 128)) when `sets` is 1, else an
     ensemble of `sets` sets of `set_size` (default: the network's prompt number), calibrated for
-    intervals at `level` when given. `sets=None` takes `default_ensemble_sets`."""
+    intervals at `level` when given. `sets=None` is one set, as the published code uses a prompt file
+    (measured on the demo, an ensemble ranks no better: docs/prompt-pools.md), or, for an interval,
+    ENSEMBLE_SETS sets."""
     size = len(prompts.vectors)
     set_size = set_size or model.prompt_num
     if level is not None:
         check_pool_for_intervals(size)
-    if sets is None:  # an interval needs an ensemble whatever the pool's size
-        sets = ENSEMBLE_SETS if level is not None else default_ensemble_sets(size, set_size)
+    if sets is None:
+        sets = ENSEMBLE_SETS if level is not None else 1
     if sets < 1:
         raise UserError(f"an ensemble of {sets} sets: give 1 (one set of all the ISPs) or more")
     if level is not None and sets == 1:

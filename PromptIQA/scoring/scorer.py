@@ -127,7 +127,8 @@ class Scorer:
         with self._running():
             return torch.cat([self._image_features(batch) for batch in self._batches(images, progress)])
 
-    def encode_pool(self, images: ImageInput, scores: Sequence[float] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_pool(self, images: ImageInput,
+                    scores: Sequence[float] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, prompt vectors), (n, 128) each, for ISPs; the features are what an ensemble's
         calibration needs. File-based sets are cached by the files' contents and the scores (the last
         PROMPT_CACHE_SIZE sets)."""
@@ -152,7 +153,8 @@ class Scorer:
     def encode_prompt_set(self, prompt_set: PromptSet) -> torch.Tensor:
         return self.encode_prompts(list(prompt_set.paths), prompt_set.scores)
 
-    def iter_results(self, images: ImageInput, prompts: Prompts, progress: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    def iter_results(self, images: ImageInput, prompts: Prompts,
+                     progress: bool = False) -> Iterator[dict[str, np.ndarray]]:
         """Per batch, as each is scored: {"score": ...} in [0, 1]; under an ensemble also "spread", and
         "low" and "high" when it is calibrated for intervals."""
         for batch in self._batches(images, progress):
