@@ -201,6 +201,5 @@ class ModelRegistry:
 
     def score(self, model: LoadedModel, prompts: Prompts, queries: Sequence[str]) -> dict[str, np.ndarray]:
         """{"score"} in [0, 1] of the query files; under an ensemble also "spread", and "low" and "high"
-        when it is calibrated (`Scorer.iter_results`)."""
-        batches = list(model.scorer.iter_results(list(queries), prompts))
-        return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+        when it is calibrated (`Scorer.score_with_intervals`)."""
+        return model.scorer.score_with_intervals(list(queries), prompts)

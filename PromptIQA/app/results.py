@@ -13,7 +13,7 @@ import numpy as np
 
 from ..data.prompts import PromptSet, unit_range_to_scores
 from ..models.prompt_pool import PromptEnsemble
-from ..scoring.scorer import Prompts
+from ..scoring.scorer import Prompts, result_on_range
 from ..utils.atomic import write_csv_atomic
 from ..utils.constants import PUBLISHED_PROMPT_NUM
 from .figures import save_placement_figure
@@ -50,10 +50,9 @@ class ScoredRequest:
 
 
 def on_score_range(values: dict[str, np.ndarray], score_range: tuple[float, float]) -> dict[str, tuple[float, ...]]:
-    """Each column of `Scorer.iter_results` on [low, high]: scores and bounds mapped, the spread (a width) scaled."""
-    low, high = score_range
-    return {name: tuple(float(v) * (high - low) for v in column) if name == "spread"
-            else unit_range_to_scores(column, low, high) for name, column in values.items()}
+    """Each column of `Scorer.iter_results` on [low, high] (`result_on_range`), as floats."""
+    return {name: tuple(result_on_range(name, column.astype(np.float64), *score_range).tolist())
+            for name, column in values.items()}
 
 
 def pool_description(prompts: Prompts) -> str:

@@ -175,11 +175,10 @@ def _one_draw(model: PromptIQA, dataset: SplitDataset, test: torch.Tensor, test_
         calibration = built.calibration
         curve = {}
         for nominal in COVERAGE_LEVELS:
-            if math.ceil((len(pool_labels) + 1) * nominal) > len(pool_labels):
+            if not calibration.supports(nominal):
                 curve[nominal] = float("nan")  # beyond what this pool can calibrate
                 continue
-            half = calibration.half_width(scores.spread, nominal).numpy()
-            low, high = np.clip(predictions["ensemble"] - half, 0, 1), np.clip(predictions["ensemble"] + half, 0, 1)
+            low, high = (bound.numpy() for bound in calibration.bounds(scores.mean, scores.spread, nominal))
             curve[nominal] = float(np.mean((low <= test_labels) & (test_labels <= high)))
     return PoolDraw(dataset.name, draw, {n: m[0] for n, m in measured.items()}, {n: m[1] for n, m in measured.items()},
                     coverage, width, _spearman(spread, error), correlations(predictions["ensemble"][confident],

@@ -85,12 +85,16 @@ class Calibration:
         residuals = ((labels.float() - mean.float()).abs() / (spread.float() + floor)).cpu().numpy()
         return cls(np.sort(residuals), floor)
 
+    def supports(self, level: float) -> bool:
+        """Whether the pool is big enough for `level`: ceil((n + 1) level) <= n."""
+        return math.ceil((len(self.residuals) + 1) * level) <= len(self.residuals)
+
     def check_level(self, level: float) -> None:
-        """A level the pool can calibrate: in (0, 1), with ceil((n + 1) level) <= n."""
+        """A level the pool can calibrate: in (0, 1), and supported by its size."""
         n = len(self.residuals)
         if not 0 < level < 1:
             raise UserError(f"interval level {level:g}: give a coverage between 0 and 1, e.g. 0.9")
-        if math.ceil((n + 1) * level) > n:
+        if not self.supports(level):
             needed = math.ceil(level / (1 - level))
             raise UserError(f"a {level:g} interval needs a pool of at least {needed} ISPs to calibrate on "
                             f"(this one has {n}); lower the level or label more images")
@@ -100,6 +104,11 @@ class Calibration:
         self.check_level(level)
         quantile = float(self.residuals[math.ceil((len(self.residuals) + 1) * level) - 1])
         return quantile * (spread + self.floor)
+
+    def bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) of each interval, clipped to [0, 1] (the scores' range, so no coverage is lost)."""
+        half = self.half_width(spread, level)
+        return (mean - half).clamp(0, 1), (mean + half).clamp(0, 1)
 
 
 def check_pool_for_intervals(size: int) -> None:
@@ -131,6 +140,11 @@ class EnsembleScores:
     low: torch.Tensor | None = None
     high: torch.Tensor | None = None
 
+    def columns(self) -> dict[str, torch.Tensor]:
+        """{"score", "spread"[, "low", "high"]}: the columns a scored image gets."""
+        bounds = {} if self.low is None else {"low": self.low, "high": self.high}
+        return {"score": self.mean, "spread": self.spread, **bounds}
+
 
 @dataclass(frozen=True)
 class PromptEnsemble:
@@ -147,8 +161,7 @@ class PromptEnsemble:
         mean, spread = per_set.mean(dim=0), per_set.std(dim=0, correction=0)
         if self.calibration is None or self.level is None:
             return EnsembleScores(mean, spread)
-        half = self.calibration.half_width(spread, self.level)
-        return EnsembleScores(mean, spread, (mean - half).clamp(0, 1), (mean + half).clamp(0, 1))
+        return EnsembleScores(mean, spread, *self.calibration.bounds(mean, spread, self.level))
 
 
 def build_ensemble(model: PromptIQA, features: torch.Tensor | None, vectors: torch.Tensor, scores: Sequence[float],

@@ -39,7 +39,7 @@ from ..utils.device import precision_scope, resolve_device
 from ..utils.errors import UserError
 from .pools import pool_prompts
 from .saved_prompts import SavedPrompts, is_saved_prompts, prepare_prompts, read_saved_prompts
-from .scorer import Prompts, Scorer
+from .scorer import Prompts, Scorer, result_on_range
 
 PromptsInput = str | os.PathLike | PromptSet | SavedPrompts
 
@@ -158,8 +158,8 @@ class PromptIQAMetric(nn.Module):
             size = self.net.config.img_size
             return self._tensor_results(to_tensor(np.stack([_pil_to_array(i, size) for i in items])), normalised=True)
         if all(isinstance(item, (str, os.PathLike)) for item in items):
-            batches = list(self.scorer.iter_results([os.fspath(i) for i in items], self.used_prompts))
-            return {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
+            results = self.scorer.score_with_intervals([os.fspath(i) for i in items], self.used_prompts)
+            return {name: torch.from_numpy(values) for name, values in results.items()}
         raise UserError("metric input: give image paths, PIL images, or an RGB tensor (N, 3, H, W) in [0, 1]")
 
     def _scored(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -167,9 +167,7 @@ class PromptIQAMetric(nn.Module):
         used = self.used_prompts
         if not isinstance(used, PromptEnsemble):
             return {"score": self.net.score_features(features, used).float()}
-        scores = used.score(self.net, features)
-        bounds = {} if scores.low is None else {"low": scores.low, "high": scores.high}
-        return {"score": scores.mean, "spread": scores.spread, **bounds}
+        return used.score(self.net, features).columns()
 
     def _tensor_results(self, images: torch.Tensor, normalised: bool = False) -> dict[str, torch.Tensor]:
         device = self.prompt_vectors.device
@@ -186,16 +184,11 @@ class PromptIQAMetric(nn.Module):
     def forward(self, images) -> torch.Tensor | ScoresWithInterval:
         """Scores (N,) on `score_range` (with `interval`: ScoresWithInterval); paths and PIL images are
         scored without a graph."""
-        unit = self._unit_results(images)
-        low, high = self.score_range
-
-        def on_range(values: torch.Tensor) -> torch.Tensor:
-            return low + values.float() * (high - low)
-
+        results = {name: result_on_range(name, values.float(), *self.score_range)
+                   for name, values in self._unit_results(images).items()}
         if self.interval is None:
-            return on_range(unit["score"])
-        return ScoresWithInterval(on_range(unit["score"]), on_range(unit["low"]), on_range(unit["high"]),
-                                  unit["spread"].float() * (high - low))  # a width: scaled, not shifted
+            return results["score"]
+        return ScoresWithInterval(results["score"], results["low"], results["high"], results["spread"])
 
 
 def prompts_for_model(model: PromptIQA, prompts: PromptsInput, score_range: tuple[float, float] | None = None,

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.loader import normalise
-from ..data.prompts import PromptSet, unit_range_to_scores
+from ..data.prompts import PromptSet
 from ..models import PromptIQA
 from ..models.prompt_pool import PromptEnsemble
 from ..utils.device import (
@@ -170,21 +170,18 @@ class Scorer:
         with self._running():
             features = self._image_features(batch)
             if isinstance(prompts, PromptEnsemble):  # the image path ran once; the head runs once per set
-                scores = prompts.score(self.model, features)
-                results = {"score": scores.mean, "spread": scores.spread}
-                if scores.low is not None:
-                    results |= {"low": scores.low, "high": scores.high}
-                return results
+                return prompts.score(self.model, features).columns()
             return {"score": self._score_features(features, prompts).float()}
 
     def score_images(self, images: ImageInput, prompts: Prompts, progress: bool = False) -> np.ndarray:
         """Scores in [0, 1] of query images (paths or a normalised tensor) under encoded prompts."""
         return np.concatenate(list(self.iter_scores(images, prompts, progress)))
 
-    def score_with_intervals(self, images: ImageInput, ensemble: PromptEnsemble,
+    def score_with_intervals(self, images: ImageInput, prompts: Prompts,
                              progress: bool = False) -> dict[str, np.ndarray]:
-        """{"score", "spread"[, "low", "high"]}: arrays in [0, 1] over all images, under an ensemble."""
-        batches = list(self.iter_results(images, ensemble, progress))
+        """`iter_results`' columns over all images: {"score"} under one set; under an ensemble also
+        "spread", and "low" and "high" when it is calibrated. Arrays in [0, 1]."""
+        batches = list(self.iter_results(images, prompts, progress))
         return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
     def score_collection_batches(
@@ -237,14 +234,18 @@ class ScoredImage:
     high: float | None = None
 
     def on_range(self, low: float, high: float) -> "ScoredImage":
-        """The row with its values mapped from [0, 1] to [low, high] (the spread is a width: scaled only)."""
-        mapped = {name: unit_range_to_scores([value], low, high)[0] for name, value in self.values().items()
-                  if value is not None and name != "spread"}
-        spread = None if self.spread is None else self.spread * (high - low)
-        return replace(self, **mapped, spread=spread)
+        """The row with its values put on [low, high] (`result_on_range`)."""
+        return replace(self, **{name: None if value is None else result_on_range(name, value, low, high)
+                                for name, value in self.values().items()})
 
     def values(self) -> dict[str, float | None]:
         return {"score": self.score, "spread": self.spread, "low": self.low, "high": self.high}
+
+
+def result_on_range(name: str, values, low: float, high: float):
+    """A result column (float, array or tensor) on [0, 1] put on [low, high]: scores and interval bounds
+    mapped as `data.prompts.unit_range_to_scores` maps scores, the spread (a width) only scaled."""
+    return values * (high - low) if name == "spread" else low + values * (high - low)
 
 
 def _scored_rows(batch: DecodedBatch, results: dict[str, torch.Tensor], event: torch.cuda.Event | None
